@@ -37,8 +37,7 @@ inline absl::StatusOr<ServingStatus> CheckHealth(const std::shared_ptr<grpc::Cha
                  &response_buffer, [&done](grpc::Status s) { done.set_value(s); });
   grpc::Status status = done.get_future().get();
   if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        status.error_message());
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   }
   std::vector<grpc::Slice> slices;
   if (!response_buffer.Dump(&slices).ok()) return absl::InternalError("cannot read response");

@@ -1,0 +1,87 @@
+// service/server.h
+//
+// Server assembles snapconfd: the store, the Engine, the gRPC services, the
+// health service and reflection. The process entry point and tests drive it:
+// Start(), then Shutdown() once.
+//
+// Thread safety: Start/Shutdown from one thread; CheckHealth and address()
+// from any thread after Start.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "service/engine.h"
+#include "service/limits.h"
+#include "service/store/store.h"
+#include "service/watch/watch_hub.h"
+
+namespace grpc {
+class Server;
+}  // namespace grpc
+
+namespace snapconf {
+
+class ConfigServiceImpl;
+class AdminServiceImpl;
+class WatchServiceImpl;
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:7070";
+  std::string data_dir = "./snapconf-data";
+  std::string store = "sqlite";
+  std::string node_id;  // default: the bound address
+  absl::Duration grace_period = absl::Seconds(5);
+  RetentionPolicy retention;
+  Limits limits;
+  EngineOptions engine;
+  // --- watch fan-out (service/watch) ---
+  WatchHubOptions watch;
+  // Server keepalive pings on idle connections, so dead subscribers' streams
+  // are reaped; clients may ping no more often than keepalive_min_client_ping.
+  absl::Duration keepalive_time = absl::Seconds(30);
+  absl::Duration keepalive_timeout = absl::Seconds(10);
+  absl::Duration keepalive_min_client_ping = absl::Seconds(10);
+  // --- end watch fan-out ---
+};
+
+class Server {
+ public:
+  explicit Server(ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Opens the store, loads it and starts serving. Errors are one sentence.
+  absl::Status Start();
+  // Stops accepting calls, lets in-flight calls finish within the grace
+  // period, closes the store. Idempotent.
+  void Shutdown();
+  // Mirrors the store's health into the gRPC health service.
+  void CheckHealth();
+
+  // host:port actually bound.
+  const std::string& address() const { return address_; }
+
+ private:
+  ServerOptions options_;
+  std::string address_;
+  // --- watch fan-out (service/watch) ---
+  // Declared before the engine: the engine's store calls the hub until the
+  // engine is destroyed, so the hub must outlive it.
+  std::unique_ptr<WatchHub> watch_hub_;
+  std::unique_ptr<WatchServiceImpl> watch_service_;
+  // --- end watch fan-out ---
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<ConfigServiceImpl> config_service_;
+  std::unique_ptr<AdminServiceImpl> admin_service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  bool serving_ = false;
+};
+
+// Logs that a stop was requested, naming the signal.
+void LogStopRequested(absl::string_view signal);
+
+}  // namespace snapconf

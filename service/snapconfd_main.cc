@@ -1,0 +1,131 @@
+// snapconfd: the snapconf configuration server.
+//
+// Start-up failures print one sentence and exit non-zero; SIGTERM/SIGINT stop
+// it gracefully (exit 0). See `snapconfd --help`.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "service/server.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "Address to serve gRPC on (host:port).");
+ABSL_FLAG(std::string, data_dir, "./snapconf-data", "Directory of the embedded store.");
+ABSL_FLAG(std::string, store, "sqlite", "Store: sqlite (one node).");
+ABSL_FLAG(std::string, ready_file, "",
+          "When set, the bound address (host:port) is written here once serving.");
+ABSL_FLAG(std::string, node_id, "", "Name of this node in responses (default: host:port).");
+ABSL_FLAG(absl::Duration, grace_period, absl::Seconds(5),
+          "How long in-flight calls may take to finish on shutdown.");
+ABSL_FLAG(int64_t, history_max_records, 100000,
+          "History keeps at most this many change sets (0: unlimited).");
+ABSL_FLAG(absl::Duration, history_max_age, absl::Hours(24 * 30),
+          "History keeps change sets at most this long (inf: unlimited).");
+ABSL_FLAG(int64_t, max_value_bytes, 1 << 20, "Largest value accepted.");
+ABSL_FLAG(int64_t, max_key_bytes, 256, "Longest key accepted.");
+ABSL_FLAG(int64_t, recent_snapshots, 1024,
+          "Snapshots of the newest revisions kept in memory for reads at older revisions.");
+// --- watch fan-out (service/watch) ---
+ABSL_FLAG(absl::Duration, watch_progress_interval, absl::Seconds(10),
+          "Idle watch streams get a progress message this often.");
+ABSL_FLAG(int64_t, watch_max_streams, 10000, "Open watch streams allowed in total.");
+ABSL_FLAG(int64_t, watch_max_streams_per_peer, 1000,
+          "Open watch streams allowed from one client host.");
+ABSL_FLAG(int64_t, watch_log_revisions, 10000,
+          "Revisions kept in the watch event log (watchers further behind are reset).");
+ABSL_FLAG(int64_t, watch_log_bytes, 64 << 20, "Bytes kept in the watch event log.");
+ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30),
+          "Ping idle client connections this often (reaps dead watchers).");
+ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(10),
+          "Close a connection whose keepalive ping is not answered within this.");
+// --- end watch fan-out ---
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "snapconfd serves snapconf's gRPC API.\n\n"
+      "  snapconfd --listen=127.0.0.1:7070 --data-dir=./snapconf-data");
+  // Flags are documented with dashes (--data-dir); Abseil names them with
+  // underscores. Both spellings are accepted.
+  std::vector<std::string> normalized(argv, argv + argc);
+  for (std::string& arg : normalized) {
+    if (arg.rfind("--", 0) != 0) continue;
+    const size_t end = std::min(arg.find('='), arg.size());
+    std::replace(arg.begin() + 2, arg.begin() + static_cast<std::ptrdiff_t>(end), '-', '_');
+  }
+  std::vector<char*> normalized_argv;
+  for (std::string& arg : normalized) normalized_argv.push_back(arg.data());
+  absl::ParseCommandLine(argc, normalized_argv.data());
+
+  // Signals are taken synchronously by the main thread: block them before any
+  // thread starts so every thread inherits the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  snapconf::ServerOptions options;
+  options.listen = absl::GetFlag(FLAGS_listen);
+  options.data_dir = absl::GetFlag(FLAGS_data_dir);
+  options.store = absl::GetFlag(FLAGS_store);
+  options.node_id = absl::GetFlag(FLAGS_node_id);
+  options.grace_period = absl::GetFlag(FLAGS_grace_period);
+  options.retention.max_records = absl::GetFlag(FLAGS_history_max_records);
+  options.retention.max_age = absl::GetFlag(FLAGS_history_max_age);
+  options.limits.max_value_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_value_bytes));
+  options.limits.max_key_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_key_bytes));
+  options.engine.recent_snapshots = static_cast<size_t>(absl::GetFlag(FLAGS_recent_snapshots));
+  // --- watch fan-out (service/watch) ---
+  options.watch.progress_interval = absl::GetFlag(FLAGS_watch_progress_interval);
+  options.watch.max_streams = absl::GetFlag(FLAGS_watch_max_streams);
+  options.watch.max_streams_per_peer = absl::GetFlag(FLAGS_watch_max_streams_per_peer);
+  options.watch.log_max_revisions = std::max<int64_t>(1, absl::GetFlag(FLAGS_watch_log_revisions));
+  options.watch.log_max_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_watch_log_bytes));
+  options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
+  options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
+  // --- end watch fan-out ---
+
+  snapconf::Server server(options);
+  if (absl::Status s = server.Start(); !s.ok()) {
+    std::fprintf(stderr, "snapconfd: cannot start: %s\n", std::string(s.message()).c_str());
+    return 1;
+  }
+  const std::string ready_file = absl::GetFlag(FLAGS_ready_file);
+  if (!ready_file.empty()) {
+    // Written to a temporary name and renamed, so a reader never sees half.
+    const std::string tmp = ready_file + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << server.address() << "\n";
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, ready_file, ec);
+    if (ec) {
+      std::fprintf(stderr, "snapconfd: cannot write ready file %s: %s\n", ready_file.c_str(),
+                   ec.message().c_str());
+    }
+  }
+
+  for (;;) {
+    timespec tick{0, 500 * 1000 * 1000};
+    const int sig = sigtimedwait(&stop_signals, nullptr, &tick);
+    if (sig == SIGTERM || sig == SIGINT) {
+      snapconf::LogStopRequested(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      break;
+    }
+    server.CheckHealth();
+  }
+  server.Shutdown();
+  return 0;
+}

@@ -1,0 +1,499 @@
+// Watch streams against real snapconfd processes: the contract under
+// concurrent writers, random filters and start points, cancels and resumes,
+// a SIGKILL and restart, slow readers, stream limits and shutdown. Every
+// trace is checked against the server's history with the contract checker.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/mutex.h"
+#include "snapconf/v1/admin_service.grpc.pb.h"
+#include "snapconf/v1/config_service.grpc.pb.h"
+#include "snapconf/v1/watch_service.grpc.pb.h"
+#include "tests/testing/server_process.h"
+#include "tests/watch/contract_checker.h"
+
+namespace snapconf {
+namespace {
+
+using testing::ServerProcess;
+using watch_testing::CheckResult;
+using watch_testing::ContractChecker;
+using watch_testing::ViolationName;
+using watch_testing::WatchTrace;
+
+std::chrono::system_clock::time_point In(absl::Duration d) {
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(d);
+}
+
+std::shared_ptr<grpc::Channel> Connect(const std::string& address, bool small_window = false) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  // Reconnect promptly after the server restarts (the default backoff is 1 s+).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
+  if (small_window) {
+    // A reader that stops reading must stall the server's writes quickly.
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 * 1024);
+  }
+  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+}
+
+int64_t Head(const std::shared_ptr<grpc::Channel>& channel) {
+  auto admin = v1::AdminService::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(absl::Seconds(5)));
+  v1::GetServerStatusResponse resp;
+  if (!admin->GetServerStatus(&ctx, {}, &resp).ok()) return -1;
+  return resp.revision();
+}
+
+grpc::Status Txn(v1::ConfigService::Stub& stub,
+                 const std::vector<std::tuple<std::string, std::string, std::string>>& puts,
+                 const std::vector<std::pair<std::string, std::string>>& deletes = {}) {
+  v1::TxnRequest req;
+  for (const auto& [ns, key, value] : puts) {
+    auto* put = req.add_operations()->mutable_put();
+    put->set_namespace_(ns);
+    put->set_key(key);
+    put->set_value(value);
+  }
+  for (const auto& [ns, key] : deletes) {
+    auto* del = req.add_operations()->mutable_delete_();
+    del->set_namespace_(ns);
+    del->set_key(key);
+  }
+  grpc::ClientContext ctx;
+  ctx.set_deadline(In(absl::Seconds(5)));
+  v1::TxnResponse resp;
+  return stub.Txn(&ctx, req, &resp);
+}
+
+std::vector<v1::ChangeRecord> ReadHistory(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::ConfigService::NewStub(channel);
+  std::vector<v1::ChangeRecord> out;
+  std::string token;
+  for (int page = 0; page < 1000; ++page) {
+    v1::HistoryRequest req;
+    req.set_page_size(1000);
+    req.set_page_token(token);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(absl::Seconds(10)));
+    v1::HistoryResponse resp;
+    grpc::Status s = stub->History(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (!s.ok()) break;
+    out.insert(out.end(), resp.records().begin(), resp.records().end());
+    token = resp.next_page_token();
+    if (token.empty()) break;
+  }
+  return out;
+}
+
+int64_t RevisionAfter(const v1::WatchResponse& r) {
+  if (r.has_reset()) return r.reset().more() ? -1 : r.reset().revision();
+  if (r.has_changes()) return r.changes().revision();
+  if (r.has_progress()) return r.progress().revision();
+  return -1;
+}
+
+// One open Watch stream (synchronous API; the owner's thread reads).
+class Stream {
+ public:
+  Stream(const std::shared_ptr<grpc::Channel>& channel, const v1::WatchCreateRequest& create,
+         absl::Duration deadline = absl::Seconds(60))
+      : stub_(v1::WatchService::NewStub(channel)) {
+    ctx_.set_deadline(In(deadline));
+    rw_ = stub_->Watch(&ctx_);
+    v1::WatchRequest req;
+    *req.mutable_create() = create;
+    rw_->Write(req);
+  }
+  bool Read(v1::WatchResponse* r) { return rw_->Read(r); }
+  bool RequestProgress() {
+    v1::WatchRequest req;
+    req.mutable_progress();
+    return rw_->Write(req);
+  }
+  void Cancel() { ctx_.TryCancel(); }
+  grpc::Status Finish() {
+    Cancel();  // the stream never ends by itself
+    v1::WatchResponse ignored;
+    while (rw_->Read(&ignored)) {
+    }
+    return rw_->Finish();
+  }
+  // Reads until the stream ends; returns its status.
+  grpc::Status FinishWithoutCancel() {
+    v1::WatchResponse ignored;
+    while (rw_->Read(&ignored)) {
+    }
+    return rw_->Finish();
+  }
+
+ private:
+  std::unique_ptr<v1::WatchService::Stub> stub_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>> rw_;
+};
+
+v1::WatchCreateRequest Create(const std::vector<std::pair<std::string, std::string>>& filters,
+                              int64_t start, v1::DeliveryMode mode) {
+  v1::WatchCreateRequest c;
+  std::map<std::string, std::vector<std::string>> by_ns;
+  for (const auto& [ns, prefix] : filters) by_ns[ns].push_back(prefix);
+  for (const auto& [ns, prefixes] : by_ns) {
+    v1::WatchFilter* f = c.add_filters();
+    f->set_namespace_(ns);
+    for (const auto& p : prefixes) {
+      if (!p.empty()) f->add_prefixes(p);
+    }
+  }
+  c.set_start_revision(start);
+  c.set_mode(mode);
+  return c;
+}
+
+void ExpectClean(const ContractChecker& checker, const WatchTrace& trace, int64_t head,
+                 const std::string& name, CheckResult* out = nullptr) {
+  CheckResult r = checker.Check(trace);
+  for (const auto& f : r.findings) {
+    ADD_FAILURE() << name << ": " << ViolationName(f.kind) << ": " << f.detail;
+  }
+  if (!r.findings.empty()) {
+    // The trace, one line per event, to see what led there.
+    std::string dump;
+    int index = 0;
+    for (const auto& e : trace.events()) {
+      absl::StrAppend(&dump, index++, ": ");
+      if (e.is_start) {
+        absl::StrAppend(&dump, "start ", e.create.start_revision(), " mode ", e.create.mode());
+      } else if (e.response.has_reset()) {
+        absl::StrAppend(&dump, "reset ", e.response.reset().revision(), " reason ",
+                        e.response.reset().reason(), " more ", e.response.reset().more());
+      } else if (e.response.has_progress()) {
+        absl::StrAppend(&dump, "progress ", e.response.progress().revision());
+      } else {
+        const auto& c = e.response.changes();
+        absl::StrAppend(&dump, "changes after ", c.after_revision(), " revision ", c.revision(),
+                        c.net() ? " net" : "", " [");
+        for (const auto& rc : c.revisions()) absl::StrAppend(&dump, rc.revision(), " ");
+        absl::StrAppend(&dump, "]");
+      }
+      absl::StrAppend(&dump, "\n");
+    }
+    ADD_FAILURE() << name << " trace:\n" << dump;
+  }
+  EXPECT_EQ(r.final_revision, head) << name;
+  if (out != nullptr) *out = r;
+}
+
+const std::vector<std::string> kNamespaces = {"app/a", "app/b", "app/c"};
+
+TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
+  testing::ServerOptions options;
+  options.extra_flags = {"--watch_log_revisions=30", "--watch_progress_interval=200ms",
+                         "--grace_period=1s"};
+  auto started = ServerProcess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = *std::move(started);
+  const std::string address = server->address();
+  {
+    auto channel = Connect(address);
+    auto stub = v1::ConfigService::NewStub(channel);
+    for (int i = 0; i < 40; ++i) {  // older than the log by the time watchers start
+      ASSERT_TRUE(Txn(*stub, {{kNamespaces[i % 3], absl::StrCat("x", i % 7), "seed"}}).ok());
+    }
+  }
+
+  constexpr int kWriters = 2;
+  constexpr int kTxnsPerWriter = 120;
+  constexpr int kWatchers = 8;
+  std::atomic<int> written{0};
+  std::atomic<bool> writers_done{false};
+  std::atomic<int64_t> final_head{-1};
+
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&, w] {
+      std::mt19937 rng(w + 1);
+      auto channel = Connect(address);
+      auto stub = v1::ConfigService::NewStub(channel);
+      const absl::Time deadline = absl::Now() + absl::Seconds(30);
+      for (int i = 0; i < kTxnsPerWriter && absl::Now() < deadline; ++i) {
+        std::vector<std::tuple<std::string, std::string, std::string>> puts;
+        std::vector<std::pair<std::string, std::string>> deletes;
+        std::set<std::string> used;
+        const int ops = 1 + static_cast<int>(rng() % 4);
+        for (int j = 0; j < ops; ++j) {
+          const std::string ns = kNamespaces[rng() % 3];
+          const std::string key = absl::StrCat(rng() % 2 ? "x" : "y", rng() % 7);
+          if (!used.insert(ns + "\n" + key).second) continue;
+          if (rng() % 6 == 0) {
+            deletes.push_back({ns, key});
+          } else {
+            puts.push_back({ns, key, absl::StrCat("w", w, "-", i)});
+          }
+        }
+        grpc::Status s = Txn(*stub, puts, deletes);
+        if (!s.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // restarting
+        written++;
+      }
+    });
+  }
+
+  struct Watcher {
+    WatchTrace trace;
+    int64_t last = -1;
+    int streams = 0;
+  };
+  std::vector<Watcher> watchers(kWatchers);
+  std::vector<std::thread> readers;
+  const int64_t head0 = Head(Connect(address));
+  for (int i = 0; i < kWatchers; ++i) {
+    readers.emplace_back([&, i] {
+      std::mt19937 rng(1000 + i);
+      Watcher& me = watchers[i];
+      std::vector<std::pair<std::string, std::string>> filters = {
+          {kNamespaces[i % 3], i % 2 ? "x" : ""}};
+      if (i % 4 == 0) filters.push_back({kNamespaces[(i + 1) % 3], ""});
+      const v1::DeliveryMode mode =
+          i % 2 ? v1::DELIVERY_MODE_LATEST_STATE : v1::DELIVERY_MODE_EVERY_REVISION;
+      const int64_t starts[] = {0, head0 - 5, head0 + 1, head0 + 25, 1};
+      int64_t start = std::max<int64_t>(0, starts[i % 5]);
+      auto channel = Connect(address);
+      const absl::Time deadline = absl::Now() + absl::Seconds(45);
+      while (absl::Now() < deadline) {
+        const v1::WatchCreateRequest create = Create(filters, start, mode);
+        me.trace.Start(create);
+        me.streams++;
+        Stream stream(channel, create);
+        const int cancel_after = 5 + static_cast<int>(rng() % 40);
+        int received = 0;
+        v1::WatchResponse response;
+        bool done = false;
+        while (stream.Read(&response)) {
+          me.trace.Receive(response);
+          if (const int64_t r = RevisionAfter(response); r >= 0) me.last = r;
+          const int64_t target = final_head.load();
+          if (target >= 0 && me.last >= target) {
+            done = true;
+            break;
+          }
+          if (++received == cancel_after && rng() % 2 == 0 && !writers_done) break;
+        }
+        stream.Finish();
+        if (done) return;
+        // Resume right after what this watcher holds (or as first asked).
+        if (me.last >= 0) start = me.last + 1;
+        if (absl::Now() >= deadline) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10 + rng() % 40));
+      }
+    });
+  }
+
+  // Halfway through, the server dies without warning and comes back on the
+  // same address with the same data.
+  const absl::Time wait_until = absl::Now() + absl::Seconds(20);
+  while (written < kWriters * kTxnsPerWriter / 2 && absl::Now() < wait_until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(server->Kill().ok());
+  ASSERT_TRUE(server->Restart(/*same_port=*/true).ok()) << server->ReadLog();
+  ASSERT_EQ(server->address(), address);
+
+  for (auto& t : writers) t.join();
+  auto channel = Connect(address);
+  // Make sure the future start (head0 + 25) is reached even if writes failed.
+  auto stub = v1::ConfigService::NewStub(channel);
+  while (Head(channel) < head0 + 30) ASSERT_TRUE(Txn(*stub, {{"app/z", "pad", "p"}}).ok());
+  final_head = Head(channel);
+  writers_done = true;
+  for (auto& t : readers) t.join();
+
+  const std::vector<v1::ChangeRecord> history = ReadHistory(channel);
+  ASSERT_EQ(static_cast<int64_t>(history.size()), final_head.load());
+  ContractChecker checker(history);
+  int resets = 0, nets = 0, streams = 0;
+  for (int i = 0; i < kWatchers; ++i) {
+    CheckResult r;
+    ExpectClean(checker, watchers[i].trace, final_head, absl::StrCat("watcher ", i), &r);
+    resets += r.resets;
+    nets += r.net;
+    streams += watchers[i].streams;
+  }
+  EXPECT_GT(streams, kWatchers);  // cancels, resumes and the restart happened
+  RecordProperty("streams", streams);
+  RecordProperty("resets", resets);
+  RecordProperty("net", nets);
+}
+
+TEST(WatchIntegrationTest, SlowReadersFallBehindAndRecover) {
+  testing::ServerOptions options;
+  options.extra_flags = {"--watch_log_revisions=8", "--watch_progress_interval=200ms"};
+  auto started = ServerProcess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = *std::move(started);
+  auto channel = Connect(server->address());
+  auto stub = v1::ConfigService::NewStub(channel);
+  ASSERT_TRUE(Txn(*stub, {{"slow", "k0", "v"}}).ok());
+
+  auto slow_channel = Connect(server->address(), /*small_window=*/true);
+  WatchTrace every_trace, latest_trace;
+  const auto every_create = Create({{"slow", ""}}, 0, v1::DELIVERY_MODE_EVERY_REVISION);
+  const auto latest_create = Create({{"slow", ""}}, 0, v1::DELIVERY_MODE_LATEST_STATE);
+  every_trace.Start(every_create);
+  latest_trace.Start(latest_create);
+  Stream every(slow_channel, every_create);
+  Stream latest(slow_channel, latest_create);
+  v1::WatchResponse r;
+  ASSERT_TRUE(every.Read(&r));
+  every_trace.Receive(r);
+  ASSERT_TRUE(latest.Read(&r));
+  latest_trace.Receive(r);
+
+  // Neither reads while 60 revisions of 8 KiB go by.
+  const std::string big(8 * 1024, 'v');
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(Txn(*stub, {{"slow", absl::StrCat("k", i % 5), absl::StrCat(i, big)}}).ok());
+  }
+  const int64_t head = Head(channel);
+  auto drain = [&](Stream& s, WatchTrace& trace) {
+    int64_t last = -1;
+    const absl::Time deadline = absl::Now() + absl::Seconds(20);
+    while (last < head && absl::Now() < deadline && s.Read(&r)) {
+      trace.Receive(r);
+      if (const int64_t rev = RevisionAfter(r); rev >= 0) last = rev;
+    }
+  };
+  drain(every, every_trace);
+  drain(latest, latest_trace);
+  every.Finish();
+  latest.Finish();
+
+  ContractChecker checker(ReadHistory(channel));
+  CheckResult every_result, latest_result;
+  ExpectClean(checker, every_trace, head, "every", &every_result);
+  ExpectClean(checker, latest_trace, head, "latest", &latest_result);
+  EXPECT_GE(every_result.resets, 2);  // INITIAL, then FELL_BEHIND
+  bool fell_behind = false;
+  for (const auto& e : every_trace.events()) {
+    fell_behind |=
+        e.response.has_reset() && e.response.reset().reason() == v1::RESET_REASON_FELL_BEHIND;
+  }
+  EXPECT_TRUE(fell_behind);
+  EXPECT_EQ(latest_result.resets, 1);  // only the initial one
+  EXPECT_GE(latest_result.net, 1);
+}
+
+TEST(WatchIntegrationTest, StreamLimitRefusesNewStreamsAndKeepsExistingOnes) {
+  testing::ServerOptions options;
+  options.extra_flags = {"--watch_max_streams=3", "--watch_progress_interval=100ms"};
+  auto started = ServerProcess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = *std::move(started);
+  auto channel = Connect(server->address());
+  const auto create = Create({{"lim", ""}}, 0, v1::DELIVERY_MODE_EVERY_REVISION);
+  std::vector<std::unique_ptr<Stream>> open;
+  v1::WatchResponse r;
+  for (int i = 0; i < 3; ++i) {
+    open.push_back(std::make_unique<Stream>(channel, create));
+    ASSERT_TRUE(open.back()->Read(&r));  // the initial reset: admitted
+  }
+  Stream refused(channel, create);
+  EXPECT_FALSE(refused.Read(&r));
+  const grpc::Status status = refused.FinishWithoutCancel();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("limit 3"));
+
+  auto stub = v1::ConfigService::NewStub(channel);
+  ASSERT_TRUE(Txn(*stub, {{"lim", "k", "v"}}).ok());
+  const int64_t head = Head(channel);
+  for (auto& s : open) {
+    bool got = false;
+    for (int i = 0; i < 50 && !got && s->Read(&r); ++i) {
+      got = r.has_changes() && r.changes().revision() == head;
+    }
+    EXPECT_TRUE(got);
+  }
+  for (auto& s : open) s->Finish();
+}
+
+TEST(WatchIntegrationTest, MalformedCreatesAreInvalidArgument) {
+  auto started = ServerProcess::Start();
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = *std::move(started);
+  auto channel = Connect(server->address());
+  struct Case {
+    v1::WatchCreateRequest create;
+    std::string message;
+  };
+  std::vector<Case> cases(3);
+  cases[1].create = Create({{"Bad Namespace!", ""}}, 0, v1::DELIVERY_MODE_EVERY_REVISION);
+  cases[1].message = "create.filters[0]";
+  cases[2].create = Create({{"ok", ""}}, -4, v1::DELIVERY_MODE_EVERY_REVISION);
+  cases[2].message = "start_revision";
+  cases[0].message = "at least one filter";
+  for (const Case& c : cases) {
+    Stream s(channel, c.create);
+    const grpc::Status status = s.FinishWithoutCancel();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), ::testing::HasSubstr(c.message));
+  }
+}
+
+TEST(WatchIntegrationTest, ShutdownEndsStreamsWithUnavailable) {
+  testing::ServerOptions options;
+  options.extra_flags = {"--grace_period=10s"};
+  auto started = ServerProcess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = *std::move(started);
+  auto channel = Connect(server->address());
+  std::vector<std::unique_ptr<Stream>> streams;
+  v1::WatchResponse r;
+  for (int i = 0; i < 3; ++i) {
+    streams.push_back(
+        std::make_unique<Stream>(channel, Create({{"sd", ""}}, 0, v1::DELIVERY_MODE_LATEST_STATE)));
+    ASSERT_TRUE(streams.back()->Read(&r));
+  }
+  // Clients read on while the server stops, as real ones do. What is
+  // measured is when each stream's status arrives: the process itself may
+  // linger until idle client connections close, whatever the watch streams do.
+  std::vector<grpc::Status> statuses(streams.size());
+  std::vector<absl::Duration> ended(streams.size());
+  std::vector<std::thread> readers;
+  const absl::Time begin = absl::Now();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    readers.emplace_back([&, i] {
+      statuses[i] = streams[i]->FinishWithoutCancel();
+      ended[i] = absl::Now() - begin;
+    });
+  }
+  auto exit_code = server->Terminate();
+  for (auto& t : readers) t.join();
+  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
+  EXPECT_EQ(*exit_code, 0);
+  for (size_t i = 0; i < streams.size(); ++i) {
+    EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::UNAVAILABLE)
+        << statuses[i].error_message();
+    EXPECT_THAT(statuses[i].error_message(), ::testing::HasSubstr("shutting down"));
+    EXPECT_LT(ended[i], absl::Seconds(3));  // well before the 10 s grace period
+  }
+}
+
+}  // namespace
+}  // namespace snapconf
