@@ -12,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -20,6 +21,7 @@
 #include "common/status_macros.h"
 #include "snapconf/v1/admin_service.grpc.pb.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
+#include "snapconf/v1/watch_service.grpc.pb.h"
 
 namespace snapconf::client {
 namespace {
@@ -136,6 +138,7 @@ class GrpcAdminConnection final : public AdminConnection {
     std::shared_ptr<grpc::Channel> channel;
     std::unique_ptr<v1::ConfigService::Stub> config;
     std::unique_ptr<v1::AdminService::Stub> admin;
+    std::unique_ptr<v1::WatchService::Stub> watch;
   };
 
   GrpcAdminConnection(std::vector<Endpoint> endpoints, absl::Duration timeout,
@@ -358,8 +361,91 @@ class GrpcAdminConnection final : public AdminConnection {
     return out;
   }
 
+  absl::Status Watch(const WatchSpec& spec, absl::Duration max_duration,
+                     const std::function<bool(const WatchEvent&)>& on_event) override {
+    v1::WatchRequest create;
+    v1::WatchCreateRequest* c = create.mutable_create();
+    for (const WatchFilter& f : spec.filters) {
+      v1::WatchFilter* filter = c->add_filters();
+      filter->set_namespace_(f.ns);
+      for (const std::string& p : f.prefixes) filter->add_prefixes(p);
+    }
+    c->set_start_revision(spec.start_revision);
+    c->set_mode(spec.latest_state ? v1::DELIVERY_MODE_LATEST_STATE
+                                  : v1::DELIVERY_MODE_EVERY_REVISION);
+    // The first endpoint that connects serves the whole stream.
+    const absl::Time connect_deadline = absl::Now() + timeout_;
+    const std::size_t n = endpoints_.size();
+    const std::size_t start = preferred_.load(std::memory_order_relaxed) % n;
+    Endpoint* chosen = nullptr;
+    std::vector<std::string> failures;
+    for (std::size_t i = 0; i < n && chosen == nullptr; ++i) {
+      Endpoint& ep = endpoints_[(start + i) % n];
+      const absl::Time share =
+          absl::Now() + (connect_deadline - absl::Now()) / static_cast<std::int64_t>(n - i);
+      if (absl::Status connected = ConnectBefore(*ep.channel, share); !connected.ok()) {
+        failures.push_back(absl::StrCat(ep.address, " (", connected.message(), ")"));
+        continue;
+      }
+      chosen = &ep;
+    }
+    if (chosen == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("no endpoint reachable: ", absl::StrJoin(failures, ", ")));
+    }
+    grpc::ClientContext ctx;
+    const bool bounded = max_duration < absl::InfiniteDuration();
+    if (bounded) ctx.set_deadline(absl::ToChronoTime(absl::Now() + max_duration));
+    if (!bearer_token_.empty()) ctx.AddMetadata("authorization", "Bearer " + bearer_token_);
+    auto stream = chosen->watch->Watch(&ctx);
+    if (!stream->Write(create)) return FromGrpc(stream->Finish());
+    v1::WatchResponse resp;
+    bool stopped = false;
+    while (stream->Read(&resp)) {
+      if (!on_event(WatchEventFromProto(resp))) {
+        stopped = true;
+        ctx.TryCancel();
+        break;
+      }
+    }
+    const grpc::Status end = stream->Finish();
+    if (stopped || end.ok()) return absl::OkStatus();
+    if (bounded && end.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::OkStatus();
+    }
+    return FromGrpc(end);
+  }
+
  private:
   enum Kind { kRead, kWrite };
+
+  static WatchEvent WatchEventFromProto(const v1::WatchResponse& resp) {
+    WatchEvent out;
+    if (resp.has_reset()) {
+      const v1::WatchReset& r = resp.reset();
+      out.kind = WatchEvent::Kind::kReset;
+      out.revision = r.revision();
+      out.more = r.more();
+      std::string reason = v1::ResetReason_Name(r.reason());
+      constexpr absl::string_view kPrefix = "RESET_REASON_";
+      if (absl::StartsWith(reason, kPrefix)) reason = reason.substr(kPrefix.size());
+      out.reset_reason = absl::AsciiStrToLower(reason);
+      for (const v1::Entry& e : r.entries()) out.entries.push_back(FromProto(e));
+    } else if (resp.has_changes()) {
+      const v1::WatchChanges& c = resp.changes();
+      out.kind = WatchEvent::Kind::kChanges;
+      out.revision = c.revision();
+      out.after_revision = c.after_revision();
+      out.net = c.net();
+      for (const v1::RevisionChanges& r : c.revisions()) {
+        out.revisions.push_back({r.revision(), FromProto(r.changes())});
+      }
+    } else {
+      out.kind = WatchEvent::Kind::kProgress;
+      out.revision = resp.progress().revision();
+    }
+    return out;
+  }
 
   // Runs `call` on one endpoint after another, starting with the preferred
   // one, within one overall deadline. Each endpoint first gets a share of the
@@ -482,6 +568,7 @@ absl::StatusOr<std::shared_ptr<AdminConnection>> MakeAdminConnection(
     ep.channel = grpc::CreateCustomChannel(address, creds, args);
     ep.config = v1::ConfigService::NewStub(ep.channel);
     ep.admin = v1::AdminService::NewStub(ep.channel);
+    ep.watch = v1::WatchService::NewStub(ep.channel);
     endpoints.push_back(std::move(ep));
   }
   return std::shared_ptr<AdminConnection>(std::make_shared<GrpcAdminConnection>(

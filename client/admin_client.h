@@ -37,6 +37,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -178,6 +179,44 @@ struct ServerStatus {
   std::string unavailable_reason;
 };
 
+// What a watch covers and where it starts (see watch_service.proto).
+struct WatchFilter {
+  std::string ns;
+  std::vector<std::string> prefixes;  // empty: every key of the namespace
+};
+
+struct WatchSpec {
+  std::vector<WatchFilter> filters;
+  // 0: a reset with the current state first; R: every change from R on.
+  std::int64_t start_revision = 0;
+  // LATEST_STATE delivery (net differences when behind) instead of every
+  // revision.
+  bool latest_state = false;
+};
+
+// One message of a watch stream.
+struct WatchEvent {
+  enum class Kind { kReset, kChanges, kProgress };
+  Kind kind = Kind::kProgress;
+  // Reset: the snapshot's revision. Changes: the revision held afterwards.
+  // Progress: every matching change up to it has been delivered.
+  std::int64_t revision = 0;
+  // Changes: the revision held before this message.
+  std::int64_t after_revision = 0;
+  // Changes: the single element is a net difference of several revisions.
+  bool net = false;
+  // Reset: more chunks of this reset follow.
+  bool more = false;
+  // Reset: why ("initial", "history_compacted", "fell_behind", "store_reloaded").
+  std::string reset_reason;
+  std::vector<Entry> entries;  // reset
+  struct Revision {
+    std::int64_t revision = 0;
+    std::vector<Change> changes;
+  };
+  std::vector<Revision> revisions;  // changes
+};
+
 struct ReadOptions {
   std::int64_t revision = 0;      // 0: current snapshot
   std::int64_t min_revision = 0;  // wait (within the deadline) for this revision
@@ -291,6 +330,10 @@ class AdminConnection {
   virtual absl::StatusOr<ChangeList> Rollback(const std::string& ns, std::int64_t to_revision,
                                               const RollbackOptions& options) = 0;
   virtual absl::StatusOr<ServerStatus> GetServerStatus() = 0;
+  // Streams until `on_event` returns false (OK), `max_duration` passes (OK),
+  // or the stream ends (its status; UNAVAILABLE when the server went away).
+  virtual absl::Status Watch(const WatchSpec& spec, absl::Duration max_duration,
+                             const std::function<bool(const WatchEvent&)>& on_event) = 0;
 };
 
 // The gRPC connection. INVALID_ARGUMENT for unusable options (no endpoint,
@@ -358,6 +401,11 @@ class AdminClient {
   }
 
   absl::StatusOr<ServerStatus> GetServerStatus() { return connection_->GetServerStatus(); }
+
+  absl::Status Watch(const WatchSpec& spec, absl::Duration max_duration,
+                     const std::function<bool(const WatchEvent&)>& on_event) {
+    return connection_->Watch(spec, max_duration, on_event);
+  }
 
  private:
   std::shared_ptr<AdminConnection> connection_;

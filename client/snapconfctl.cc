@@ -47,6 +47,7 @@ Commands:
   history NS [KEY]      show committed changes, newest first
   diff NS --from REV    show what changed in a namespace between two revisions
   rollback NS --to REV  restore a namespace as of an older revision (as a new revision)
+  watch NS...           follow changes, one line per change (see watch --help)
   status                describe the server
 
 Global flags (anywhere on the line):
@@ -334,6 +335,33 @@ absl::Status RunRollback(Context& ctx, const ParsedArgs& args) {
   return absl::OkStatus();
 }
 
+absl::Status RunWatch(Context& ctx, const ParsedArgs& args) {
+  client::WatchSpec spec;
+  std::vector<std::string> prefixes;
+  if (std::optional<std::string> prefix = args.Get("--prefix")) prefixes.push_back(*prefix);
+  for (const std::string& ns : args.positionals) spec.filters.push_back({ns, prefixes});
+  ASSIGN_OR_RETURN(spec.start_revision, IntFlag(args, "--from", 0));
+  ASSIGN_OR_RETURN(const std::int64_t max_events, IntFlag(args, "--max-events", 0));
+  spec.latest_state = args.Has("--latest");
+  absl::Duration duration = absl::InfiniteDuration();
+  if (std::optional<std::string> d = args.Get("--duration")) {
+    if (!absl::ParseDuration(*d, &duration) || duration <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(absl::StrCat("--duration: bad duration \"", *d, "\""));
+    }
+  }
+  ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
+  std::int64_t printed = 0;
+  return client.Watch(spec, duration, [&](const client::WatchEvent& event) {
+    const std::string text = FormatWatchEvent(event, ctx.format);
+    Print(text);
+    std::fflush(stdout);
+    if (event.kind != client::WatchEvent::Kind::kProgress) {
+      printed += std::count(text.begin(), text.end(), '\n');
+    }
+    return max_events <= 0 || printed < max_events;
+  });
+}
+
 absl::Status RunStatus(Context& ctx, const ParsedArgs& args) {
   ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
   ASSIGN_OR_RETURN(client::ServerStatus s, client.GetServerStatus());
@@ -517,6 +545,32 @@ Examples:
   snapconfctl rollback payments/prod --to 40 --yes -m "undo the pool change"
 )",
        RunRollback},
+      {"watch",
+       1,
+       64,
+       {{"--prefix", "", true},
+        {"--from", "", true},
+        {"--latest", "", false},
+        {"--max-events", "", true},
+        {"--duration", "", true}},
+       R"(Usage: snapconfctl watch NAMESPACE... [--prefix P] [--from REV] [--latest]
+                        [--max-events N] [--duration D]
+
+Follows changes of one or more namespaces (only keys under P when given) and
+prints one line per change. Without --from it starts with the current state
+(kind "reset", one line per key), then every change; with --from REV it
+replays every change from REV on (a reset when REV is older than history).
+--latest asks for the latest state only: a watcher that falls behind gets one
+net difference instead of every revision. With -o json each line is one JSON
+object with "kind" (change, reset or progress), "revision", "namespace",
+"key", "op" and "value". Runs until interrupted, until N changes were
+printed, or for D (e.g. 30s).
+
+Examples:
+  snapconfctl watch payments/prod
+  snapconfctl watch payments/prod shared/feature-flags --prefix db. --from 120 -o json
+)",
+       RunWatch},
       {"status",
        0,
        0,

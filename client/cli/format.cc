@@ -512,4 +512,72 @@ std::string FormatStatus(const client::ServerStatus& s, OutputFormat format) {
   return AlignColumns(rows);
 }
 
+std::string FormatWatchEvent(const client::WatchEvent& event, OutputFormat format) {
+  // Each watch message becomes flat records: a JSON object for json/yaml and
+  // a text line for the table, built side by side from the same data.
+  std::vector<Json> records;
+  std::vector<std::string> lines;
+  auto record = [](std::string_view kind, std::int64_t revision) {
+    Json j = Json::object();
+    j["kind"] = std::string(kind);
+    j["revision"] = revision;
+    return j;
+  };
+  switch (event.kind) {
+    case client::WatchEvent::Kind::kProgress:
+      records.push_back(record("progress", event.revision));
+      lines.push_back(absl::StrCat(event.revision, " progress"));
+      break;
+    case client::WatchEvent::Kind::kReset:
+      for (const Entry& e : event.entries) {
+        Json j = record("reset", event.revision);
+        j["reason"] = event.reset_reason;
+        SetBytes(j, "namespace", e.ns);
+        SetBytes(j, "key", e.key);
+        SetBytes(j, "value", e.value);
+        j["mod_revision"] = e.mod_revision;
+        records.push_back(std::move(j));
+        lines.push_back(absl::StrCat(event.revision, " reset ", DisplayBytes(e.ns), " ",
+                                     DisplayBytes(e.key), " = ", DisplayBytes(e.value)));
+      }
+      if (event.entries.empty() && !event.more) {
+        Json j = record("reset", event.revision);
+        j["reason"] = event.reset_reason;
+        records.push_back(std::move(j));
+        lines.push_back(absl::StrCat(event.revision, " reset (", event.reset_reason, ", empty)"));
+      }
+      break;
+    case client::WatchEvent::Kind::kChanges:
+      for (const client::WatchEvent::Revision& r : event.revisions) {
+        for (const Change& c : r.changes) {
+          Json j = record("change", r.revision);
+          SetBytes(j, "namespace", c.ns);
+          SetBytes(j, "key", c.key);
+          j["op"] = c.after ? "put" : "delete";
+          if (c.after) SetBytes(j, "value", c.after->value);
+          if (event.net) j["net"] = true;
+          records.push_back(std::move(j));
+          std::string line = absl::StrCat(r.revision, c.after ? " put " : " delete ",
+                                          DisplayBytes(c.ns), " ", DisplayBytes(c.key));
+          if (c.after) absl::StrAppend(&line, " = ", DisplayBytes(c.after->value));
+          lines.push_back(std::move(line));
+        }
+      }
+      break;
+  }
+  std::string out;
+  if (format == OutputFormat::kTable) {
+    for (const std::string& line : lines) absl::StrAppend(&out, line, "\n");
+    return out;
+  }
+  for (const Json& j : records) {
+    if (format == OutputFormat::kJson) {
+      absl::StrAppend(&out, j.dump(-1, ' ', false, Json::error_handler_t::replace), "\n");
+    } else {
+      absl::StrAppend(&out, "---\n", Render(j, OutputFormat::kYaml));
+    }
+  }
+  return out;
+}
+
 }  // namespace snapconf::cli

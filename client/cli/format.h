@@ -45,6 +45,12 @@ std::string FormatChanges(const client::ChangeList& changes, std::string_view su
                           OutputFormat format);
 std::string FormatHistory(const client::HistoryPage& page, OutputFormat format);
 std::string FormatStatus(const client::ServerStatus& status, OutputFormat format);
+// One watch message as lines: one line per changed key or reset entry, and
+// one per progress message. json: one compact JSON object per line with
+// "kind" ("change", "reset" or "progress"), "revision", and for keys
+// "namespace", "key", "op" and "value" (absent on deletes). yaml: one
+// document per line-equivalent object, each starting with "---".
+std::string FormatWatchEvent(const client::WatchEvent& event, OutputFormat format);
 
 // Building blocks, exposed for tests.
 bool IsValidUtf8(std::string_view bytes);

@@ -68,6 +68,10 @@ class FakeListConnection : public AdminConnection {
   absl::StatusOr<ServerStatus> GetServerStatus() override {
     return absl::UnimplementedError("fake");
   }
+  absl::Status Watch(const WatchSpec&, absl::Duration,
+                     const std::function<bool(const WatchEvent&)>&) override {
+    return absl::UnimplementedError("fake");
+  }
 
  private:
   int keys_;

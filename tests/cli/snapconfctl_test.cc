@@ -313,5 +313,43 @@ TEST_F(SnapconfctlTest, GracefulStopExitsZero) {
   EXPECT_EQ(Ctl({"--timeout", "1s", "get", "ns", "k"}).exit_code, 5);
 }
 
+TEST_F(SnapconfctlTest, WatchPrintsOneLinePerChange) {
+  Ok({"put", "payments/prod", "db.pool.max", "32"});
+  Ok({"put", "payments/prod", "db.pool.max", "64"});
+  Ok({"put", "other", "ignored", "x"});
+  Ok({"del", "payments/prod", "db.pool.max"});
+  // Replaying from revision 1 is deterministic: no race with the writes.
+  CommandResult replay = Ctl({"watch", "payments/prod", "--from", "1", "--max-events", "3"});
+  ASSERT_EQ(replay.exit_code, 0) << replay.stderr_text;
+  EXPECT_EQ(replay.stdout_text,
+            "1 put payments/prod db.pool.max = 32\n"
+            "2 put payments/prod db.pool.max = 64\n"
+            "4 delete payments/prod db.pool.max\n");
+}
+
+TEST_F(SnapconfctlTest, WatchJsonStartsWithAResetThenFollowsChanges) {
+  Ok({"put", "payments/prod", "db.pool.max", "32"});
+  Ok({"put", "payments/prod", "http/timeout", "5s"});
+  // --duration bounds the run; the reset arrives at once and the stream then
+  // stays idle, so the output is exactly the reset.
+  CommandResult r =
+      Ctl({"watch", "payments/prod", "--prefix", "db.", "--duration", "1s", "-o", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
+  std::vector<nlohmann::json> lines;
+  for (absl::string_view line : absl::StrSplit(r.stdout_text, '\n', absl::SkipEmpty())) {
+    lines.push_back(nlohmann::json::parse(line));
+  }
+  ASSERT_EQ(lines.size(), 1u) << r.stdout_text;
+  EXPECT_EQ(lines[0]["kind"], "reset");
+  EXPECT_EQ(lines[0]["revision"], 2);
+  EXPECT_EQ(lines[0]["key"], "db.pool.max");
+  EXPECT_EQ(lines[0]["value"], "32");
+}
+
+TEST_F(SnapconfctlTest, WatchOfAnInvalidNamespaceExitsTwo) {
+  CommandResult r = Ctl({"watch", "Bad//Namespace", "--duration", "2s"});
+  EXPECT_EQ(r.exit_code, 2) << r.stderr_text;
+}
+
 }  // namespace
 }  // namespace snapconf::testing
