@@ -5,8 +5,8 @@
 #   bench/server-throughput.sh [--short] [BUILD_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-duration=10s
-if [ "${1:-}" = "--short" ]; then duration=1s; shift; fi
+duration=10s keys=10000
+if [ "${1:-}" = "--short" ]; then duration=1s keys=500; shift; fi
 build=${1:-build}
 dir=$(mktemp -d)
 trap 'kill $(cat "$dir/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$dir"' EXIT
@@ -23,6 +23,6 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
   pin_load="taskset -c 1"
 fi
 echo "# snapconfd at $addr, $(nproc) cores, duration $duration per run"
-for w in 1 16 256; do $pin_load $load --workload=put --inflight=$w --keys=10000; done
-$pin_load $load --workload=get --inflight=64 --keys=10000
-$pin_load $load --workload=list --inflight=64 --keys=10000 --preload=false --list_page=100
+for w in 1 16 256; do $pin_load $load --workload=put --inflight=$w --keys=$keys; done
+$pin_load $load --workload=get --inflight=64 --keys=$keys
+$pin_load $load --workload=list --inflight=64 --keys=$keys --preload=false --list_page=100
