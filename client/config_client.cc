@@ -36,7 +36,7 @@ std::chrono::system_clock::time_point ToChrono(absl::Time t) {
   return absl::ToChronoTime(t);
 }
 
-ConfigEntry ToConfigEntry(const Entry& e) {
+ConfigEntry ToConfigEntry(const snapconf::Entry& e) {
   return ConfigEntry{e.value, e.content_type, e.create_revision, e.mod_revision, e.version};
 }
 
@@ -46,8 +46,8 @@ std::optional<ConfigEntry> ToOptional(const EntryPtr& e) {
 }
 
 EntryPtr FromProto(const v1::Entry& e) {
-  return std::make_shared<const Entry>(
-      Entry{e.value(), e.content_type(), e.create_revision(), e.mod_revision(), e.version()});
+  return std::make_shared<const snapconf::Entry>(snapconf::Entry{
+      e.value(), e.content_type(), e.create_revision(), e.mod_revision(), e.version()});
 }
 
 std::string Quote(const std::string& text) {
@@ -69,7 +69,7 @@ absl::Status Unparsable(std::string_view ns, std::string_view key, const std::st
 }
 
 std::optional<std::string> ReadValue(const Snapshot& s, std::string_view ns, std::string_view key) {
-  const Entry* e = s.Find(ns, key);
+  const snapconf::Entry* e = s.Find(ns, key);
   if (e == nullptr) return std::nullopt;
   return e->value;
 }
@@ -131,7 +131,7 @@ std::optional<std::string> View::Get(std::string_view ns, std::string_view key) 
   return ReadValue(*snapshot_, ns, key);
 }
 std::optional<ConfigEntry> View::GetEntry(std::string_view ns, std::string_view key) const {
-  const Entry* e = snapshot_->Find(ns, key);
+  const snapconf::Entry* e = snapshot_->Find(ns, key);
   if (e == nullptr) return std::nullopt;
   return ToConfigEntry(*e);
 }
@@ -168,7 +168,8 @@ absl::StatusOr<absl::Duration> View::GetDuration(std::string_view ns, std::strin
 class ConfigClient::Impl {
  public:
   Impl(ConfigClientOptions options, SnapshotPtr initial, bool from_cache)
-      : options_(std::move(options)),
+      : options_subscriptions_(std::move(options.subscriptions)),
+        options_(std::move(options)),
         watches_(internal::CanonicalWatches(options_.watches)),
         publisher_(std::move(initial)),
         ready_(from_cache),
@@ -176,6 +177,14 @@ class ConfigClient::Impl {
         held_revision_(publisher_.revision()),
         rng_(std::random_device{}()) {
     BuildChannels();
+    {
+      MutexLock lock(&mu_);
+      for (InitialSubscription& sub : options_subscriptions_) {
+        subscriptions_.emplace(++next_subscription_id_,
+                               std::make_shared<Subscription>(
+                                   Subscription{sub.ns, sub.key_prefix, std::move(sub.callback)}));
+      }
+    }
     watch_thread_ = std::thread([this] { WatchLoop(); });
     callback_thread_ = std::thread([this] { CallbackLoop(); });
   }
@@ -223,6 +232,7 @@ class ConfigClient::Impl {
     s.stale = !synced_;
     s.last_error = last_error_;
     s.streams_opened = streams_opened_;
+    s.resets_applied = resets_applied_;
     return s;
   }
 
@@ -339,6 +349,11 @@ class ConfigClient::Impl {
     while (!ep.channel->WaitForConnected(
         ToChrono(std::min(connect_deadline, absl::Now() + absl::Milliseconds(100))))) {
       if (Stopping()) return absl::CancelledError("shutting down");
+      // A refused or unreachable endpoint fails at once: try the next one instead of waiting
+      // out the whole connect timeout.
+      if (ep.channel->GetState(/*try_to_connect=*/false) == GRPC_CHANNEL_TRANSIENT_FAILURE) {
+        return absl::UnavailableError(absl::StrCat("cannot connect to ", ep.address));
+      }
       if (absl::Now() >= connect_deadline) {
         return absl::UnavailableError(absl::StrCat("cannot connect to ", ep.address, " within ",
                                                    absl::FormatDuration(options_.connect_timeout)));
@@ -359,7 +374,7 @@ class ConfigClient::Impl {
         ep.stub->Watch(ctx.get());
     v1::WatchRequest create;
     auto* c = create.mutable_create();
-    for (const WatchSpec& w : watches_) {
+    for (const WatchFilter& w : watches_) {
       auto* f = c->add_filters();
       f->set_namespace_(w.ns);
       for (const std::string& p : w.prefixes) f->add_prefixes(p);
@@ -394,9 +409,16 @@ class ConfigClient::Impl {
     while (stream->Read(&drain)) {
     }
     const grpc::Status finish = stream->Finish();
+    bool idle = false;
     {
       MutexLock lock(&mu_);
       stream_ctx_.reset();
+      idle = std::exchange(idle_cancelled_, false);
+    }
+    if (idle) {
+      return absl::DeadlineExceededError(
+          absl::StrCat(ep.address, ": no message for ",
+                       absl::FormatDuration(options_.stream_idle_timeout), "; reconnecting"));
     }
     if (!error.ok()) return error;
     return absl::Status(static_cast<absl::StatusCode>(finish.error_code()),
@@ -427,6 +449,10 @@ class ConfigClient::Impl {
         for (EntryChange& d : Diff(*old, *next)) {
           changes.push_back(ConfigChange{std::move(d.ns), std::move(d.key), ToOptional(d.before),
                                          ToOptional(d.after), r.revision()});
+        }
+        {
+          MutexLock lock(&mu_);
+          ++resets_applied_;
         }
         Install(std::move(next), std::move(changes), /*synced=*/false);
         return absl::OkStatus();
@@ -487,7 +513,7 @@ class ConfigClient::Impl {
     if (!published && !synced) return;
     ready_ = true;
     if (synced) synced_ = true;
-    cache_dirty_ = cache_dirty_ || !options_.cache_dir.empty();
+    cache_dirty_ = cache_dirty_ || (published && !options_.cache_dir.empty());
     for (ConfigChange& c : changes) pending_.push_back(std::move(c));
     cv_.SignalAll();
   }
@@ -524,7 +550,7 @@ class ConfigClient::Impl {
   void CheckIdleStream(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (options_.stream_idle_timeout <= absl::ZeroDuration() || stream_ctx_ == nullptr) return;
     if (now - last_message_ > options_.stream_idle_timeout) {
-      last_error_ = absl::DeadlineExceededError("watch stream idle; reconnecting");
+      idle_cancelled_ = true;
       stream_ctx_->TryCancel();
       last_message_ = now;
     }
@@ -560,8 +586,9 @@ class ConfigClient::Impl {
     }
   }
 
+  std::vector<InitialSubscription> options_subscriptions_;  // moved out before options_
   const ConfigClientOptions options_;
-  const std::vector<WatchSpec> watches_;  // canonical
+  const std::vector<WatchFilter> watches_;  // canonical
   std::vector<Endpoint> endpoints_;
   Publisher publisher_;
 
@@ -574,8 +601,10 @@ class ConfigClient::Impl {
   std::string connected_endpoint_ ABSL_GUARDED_BY(mu_);
   absl::Status last_error_ ABSL_GUARDED_BY(mu_);
   std::int64_t streams_opened_ ABSL_GUARDED_BY(mu_) = 0;
+  std::int64_t resets_applied_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_message_ ABSL_GUARDED_BY(mu_);
   std::shared_ptr<grpc::ClientContext> stream_ctx_ ABSL_GUARDED_BY(mu_);
+  bool idle_cancelled_ ABSL_GUARDED_BY(mu_) = false;  // the watchdog cancelled stream_ctx_
   std::deque<ConfigChange> pending_ ABSL_GUARDED_BY(mu_);
   std::map<SubscriptionId, std::shared_ptr<Subscription>> subscriptions_ ABSL_GUARDED_BY(mu_);
   SubscriptionId next_subscription_id_ ABSL_GUARDED_BY(mu_) = 0;
@@ -597,7 +626,7 @@ absl::StatusOr<ConfigClient> ConfigClient::Create(ConfigClientOptions options) {
   if (options.endpoints.empty()) return absl::InvalidArgumentError("no endpoints");
   if (options.watches.empty()) return absl::InvalidArgumentError("no watches");
   std::vector<std::string> seen;
-  for (const WatchSpec& w : options.watches) {
+  for (const WatchFilter& w : options.watches) {
     if (w.ns.empty()) return absl::InvalidArgumentError("empty namespace in watches");
     if (std::find(seen.begin(), seen.end(), w.ns) != seen.end()) {
       return absl::InvalidArgumentError(absl::StrCat("namespace ", w.ns, " watched twice"));
@@ -611,7 +640,7 @@ absl::StatusOr<ConfigClient> ConfigClient::Create(ConfigClientOptions options) {
   if (options.backoff_base <= absl::ZeroDuration() || options.backoff_max < options.backoff_base) {
     return absl::InvalidArgumentError("need 0 < backoff_base <= backoff_max");
   }
-  SnapshotPtr initial = Snapshot::Empty();
+  SnapshotPtr initial = snapconf::Snapshot::Empty();
   bool from_cache = false;
   if (!options.cache_dir.empty()) {
     absl::StatusOr<std::string> bytes = internal::ReadCacheFile(options.cache_dir);
@@ -645,7 +674,7 @@ std::optional<std::string> ConfigClient::Get(std::string_view ns, std::string_vi
 
 std::optional<ConfigEntry> ConfigClient::GetEntry(std::string_view ns, std::string_view key) const {
   return impl_->publisher().Read([&](const snapconf::Snapshot& s) -> std::optional<ConfigEntry> {
-    const Entry* e = s.Find(ns, key);
+    const snapconf::Entry* e = s.Find(ns, key);
     if (e == nullptr) return std::nullopt;
     return ToConfigEntry(*e);
   });

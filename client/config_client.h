@@ -58,17 +58,24 @@ namespace snapconf::client {
 // ---------------------------------------------------------------------------
 // Options.
 
-// One watched namespace; empty `prefixes` means every key in it.
-struct WatchSpec {
+struct ConfigChange;
+using ChangeCallback = std::function<void(const ConfigChange&)>;
+
+// A subscription in place before the stream starts, so it misses no update from the server
+// (the first reset included; loading the cache fires no callbacks). Their ids are 1..n in
+// order.
+struct InitialSubscription {
   std::string ns;
-  std::vector<std::string> prefixes;
+  std::string key_prefix;
+  ChangeCallback callback;
 };
 
 struct ConfigClientOptions {
   // "host:port" of each server; at least one. Reconnects rotate through them.
   std::vector<std::string> endpoints;
-  // What to keep locally; at least one, each namespace at most once.
-  std::vector<WatchSpec> watches;
+  // What to keep locally (WatchFilter from admin_client.h: a namespace and key prefixes, none
+  // meaning every key); at least one, each namespace at most once.
+  std::vector<WatchFilter> watches;
   // Directory of snapconf-cache.bin; empty disables the cache.
   std::string cache_dir;
   // Channel security (shared with AdminClient): insecure, or TLS with optional mutual TLS and
@@ -85,6 +92,8 @@ struct ConfigClientOptions {
   // Keepalive on each channel (matches the server's defaults).
   absl::Duration keepalive_time = absl::Seconds(30);
   absl::Duration keepalive_timeout = absl::Seconds(10);
+  // See InitialSubscription.
+  std::vector<InitialSubscription> subscriptions;
 };
 
 // ---------------------------------------------------------------------------
@@ -124,6 +133,8 @@ struct ClientStatus {
   absl::Status last_error;
   // Streams opened so far.
   std::int64_t streams_opened = 0;
+  // Resets applied so far (a full state replaced the local one).
+  std::int64_t resets_applied = 0;
 };
 
 // Typed parsing shared by ConfigClient and View. NOT_FOUND when `value` is absent,
@@ -167,7 +178,6 @@ class View {
   SnapshotPtr snapshot_;
 };
 
-using ChangeCallback = std::function<void(const ConfigChange&)>;
 using SubscriptionId = std::int64_t;
 
 class ConfigClient {
@@ -176,6 +186,8 @@ class ConfigClient {
   // not wait for the server: see WaitUntilReady.
   static absl::StatusOr<ConfigClient> Create(ConfigClientOptions options);
 
+  // Move-only: a copy would need a second stream and cache writer. A moved-from client may only
+  // be destroyed or assigned to.
   ConfigClient(ConfigClient&&) noexcept;
   ConfigClient& operator=(ConfigClient&&) noexcept;
   ConfigClient(const ConfigClient&) = delete;

@@ -4,7 +4,7 @@
 // prints each change it sees, plus every change callback. Runs for --run_for, then prints how
 // many reads it made.
 //
-//   flag_watcher --endpoints=127.0.0.1:7070 --namespace=shared/feature-flags \
+//   flag_watcher --endpoints=127.0.0.1:7070 --namespace=shared/feature-flags
 //                --key=checkout.new_flow --run_for=30s
 #include <cstdio>
 #include <optional>

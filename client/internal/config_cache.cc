@@ -75,9 +75,9 @@ class Reader {
   bool ok_ = true;
 };
 
-void EncodeWatches(std::string& out, const std::vector<WatchSpec>& watches) {
+void EncodeWatches(std::string& out, const std::vector<WatchFilter>& watches) {
   PutU32(out, static_cast<std::uint32_t>(watches.size()));
-  for (const WatchSpec& w : watches) {
+  for (const WatchFilter& w : watches) {
     PutBytes(out, w.ns);
     PutU32(out, static_cast<std::uint32_t>(w.prefixes.size()));
     for (const std::string& p : w.prefixes) PutBytes(out, p);
@@ -103,15 +103,15 @@ absl::Status WriteAll(int fd, std::string_view bytes, const std::string& path) {
 
 }  // namespace
 
-std::vector<WatchSpec> CanonicalWatches(std::vector<WatchSpec> watches) {
-  for (WatchSpec& w : watches) {
+std::vector<WatchFilter> CanonicalWatches(std::vector<WatchFilter> watches) {
+  for (WatchFilter& w : watches) {
     std::sort(w.prefixes.begin(), w.prefixes.end());
     w.prefixes.erase(std::unique(w.prefixes.begin(), w.prefixes.end()), w.prefixes.end());
     // An empty prefix matches every key: the other prefixes add nothing.
     if (!w.prefixes.empty() && w.prefixes.front().empty()) w.prefixes.clear();
   }
   std::sort(watches.begin(), watches.end(),
-            [](const WatchSpec& a, const WatchSpec& b) { return a.ns < b.ns; });
+            [](const WatchFilter& a, const WatchFilter& b) { return a.ns < b.ns; });
   return watches;
 }
 
@@ -124,7 +124,7 @@ std::uint64_t Fnv1a64(std::string_view data) {
   return h;
 }
 
-std::string EncodeCache(const std::vector<WatchSpec>& watches, const Snapshot& snapshot) {
+std::string EncodeCache(const std::vector<WatchFilter>& watches, const Snapshot& snapshot) {
   std::string payload;
   EncodeWatches(payload, watches);
   PutU64(payload, static_cast<std::uint64_t>(snapshot.revision()));
@@ -150,7 +150,7 @@ std::string EncodeCache(const std::vector<WatchSpec>& watches, const Snapshot& s
 }
 
 absl::StatusOr<SnapshotPtr> DecodeCache(std::string_view bytes,
-                                        const std::vector<WatchSpec>& watches) {
+                                        const std::vector<WatchFilter>& watches) {
   if (bytes.size() < kHeaderSize || std::memcmp(bytes.data(), kMagic, sizeof(kMagic)) != 0) {
     return absl::DataLossError("not a snapconf cache file (bad magic or too short)");
   }
@@ -187,7 +187,7 @@ absl::StatusOr<SnapshotPtr> DecodeCache(std::string_view bytes,
   builder.Reserve(std::min<size_t>(count, payload.size() / 40));
   for (std::uint32_t i = 0; i < count; ++i) {
     std::string ns, key;
-    auto e = std::make_shared<Entry>();
+    auto e = std::make_shared<snapconf::Entry>();
     if (!r.Bytes(ns) || !r.Bytes(key) || !r.Bytes(e->value) || !r.Bytes(e->content_type) ||
         !r.I64(e->create_revision) || !r.I64(e->mod_revision) || !r.I64(e->version)) {
       return absl::DataLossError(absl::StrCat("cache entry ", i, " truncated"));

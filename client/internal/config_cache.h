@@ -36,17 +36,17 @@ inline constexpr std::uint32_t kCacheFormatVersion = 1;
 
 // Sorted by namespace; prefixes sorted and deduplicated; a namespace with an empty prefix (or
 // none) covers every key and keeps no prefixes.
-std::vector<WatchSpec> CanonicalWatches(std::vector<WatchSpec> watches);
+std::vector<WatchFilter> CanonicalWatches(std::vector<WatchFilter> watches);
 
 std::uint64_t Fnv1a64(std::string_view data);
 
 // `watches` must be canonical.
-std::string EncodeCache(const std::vector<WatchSpec>& watches, const Snapshot& snapshot);
+std::string EncodeCache(const std::vector<WatchFilter>& watches, const Snapshot& snapshot);
 
 // DATA_LOSS for a damaged file (bad magic, length, checksum, truncated record), FAILED_PRECONDITION
 // for another format version or other watches. The result is a snapshot at the stored revision.
 absl::StatusOr<SnapshotPtr> DecodeCache(std::string_view bytes,
-                                        const std::vector<WatchSpec>& watches);
+                                        const std::vector<WatchFilter>& watches);
 
 // Writes `bytes` to dir/kCacheFileName atomically with mode 0600.
 absl::Status WriteCacheFile(const std::string& dir, std::string_view bytes);
