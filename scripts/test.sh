@@ -33,7 +33,7 @@ case "$mode" in
     ;;
   tsan)
     scripts/build.sh build-tsan -DSNAPCONF_TSAN=ON -DSNAPCONF_BUILD_BENCH=OFF
-    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp" \
       ctest --test-dir build-tsan --output-on-failure -j "$jobs" -L concurrency --timeout 900
     ;;
   asan)
