@@ -97,8 +97,8 @@ class CommitListener {
 
 // A query over retained history. Records are returned newest first.
 struct HistoryQuery {
-  std::string ns;             // empty: every namespace
-  std::string key;            // empty: every key (requires ns when set)
+  std::string ns;              // empty: every namespace
+  std::string key;             // empty: every key (requires ns when set)
   Revision from_revision = 0;  // oldest to return (0: oldest retained)
   Revision to_revision = 0;    // newest to return (0: head)
   size_t limit = 100;
@@ -108,7 +108,7 @@ struct HistoryQuery {
 // max_age or once more than max_records newer records exist. Compaction only
 // removes history; the current state is never affected.
 struct RetentionPolicy {
-  int64_t max_records = 100000;            // 0: unlimited
+  int64_t max_records = 100000;                   // 0: unlimited
   absl::Duration max_age = absl::Hours(24 * 30);  // InfiniteDuration: unlimited
 };
 
