@@ -386,6 +386,9 @@ class ConfigClient::Impl {
     // The progress request makes a caught-up stream say so at once: that is when a client
     // resumed from its cache stops being stale.
     absl::Status error;
+    if (options_.stream_observer_for_test) {
+      options_.stream_observer_for_test(true, create.create().SerializeAsString());
+    }
     if (stream->Write(create) && stream->Write(progress)) {
       {
         MutexLock lock(&mu_);
@@ -398,6 +401,9 @@ class ConfigClient::Impl {
         {
           MutexLock lock(&mu_);
           last_message_ = absl::Now();
+        }
+        if (options_.stream_observer_for_test) {
+          options_.stream_observer_for_test(false, resp.SerializeAsString());
         }
         error = Handle(resp, reset_entries, in_reset);
         if (!error.ok()) break;

@@ -94,6 +94,11 @@ struct ConfigClientOptions {
   absl::Duration keepalive_timeout = absl::Seconds(10);
   // See InitialSubscription.
   std::vector<InitialSubscription> subscriptions;
+  // Test hook: sees each watch stream's create request (`is_create`) and every
+  // message it delivers, as serialized snapconf.v1 WatchCreateRequest /
+  // WatchResponse bytes, on the client's stream thread, before it is applied.
+  // Lets tests run the watch contract checker on what the client received.
+  std::function<void(bool is_create, const std::string& bytes)> stream_observer_for_test;
 };
 
 // ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@
 #include "common/mutex.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/watch/contract_checker.h"
 
 namespace snapconf::client {
 namespace {
@@ -187,11 +188,40 @@ TEST(ConfigClientTest, UnsubscribeFromInsideCallbackStopsFurtherCalls) {
   EXPECT_EQ(calls.load(), 1);
 }
 
+// What the client's watch streams delivered, for the watch contract checker.
+class StreamTrace {
+ public:
+  std::function<void(bool, const std::string&)> Observer() {
+    return [this](bool is_create, const std::string& bytes) {
+      MutexLock lock(&mu_);
+      if (is_create) {
+        v1::WatchCreateRequest create;
+        ASSERT_TRUE(create.ParseFromString(bytes));
+        trace_.Start(create);
+      } else {
+        v1::WatchResponse response;
+        ASSERT_TRUE(response.ParseFromString(bytes));
+        trace_.Receive(response);
+      }
+    };
+  }
+  watch_testing::WatchTrace trace() {
+    MutexLock lock(&mu_);
+    return trace_;
+  }
+
+ private:
+  Mutex mu_;
+  watch_testing::WatchTrace trace_ ABSL_GUARDED_BY(mu_);
+};
+
 TEST(ConfigClientTest, SurvivesServerRestartWithoutGap) {
   ASSERT_OK_AND_ASSIGN(auto server, ServerProcess::Start());
   Recorder rec;
+  StreamTrace streams;
   ConfigClientOptions options = Options(server->address());
   options.subscriptions = {{kNs, "", rec.Callback()}};
+  options.stream_observer_for_test = streams.Observer();
   ASSERT_OK_AND_ASSIGN(ConfigClient client, ConfigClient::Create(options));
   for (int i = 0; i < 5; ++i) Put(server->address(), absl::StrCat("k", i), "before");
   ASSERT_TRUE(rec.WaitForCount(5, absl::Seconds(10)));
@@ -210,6 +240,17 @@ TEST(ConfigClientTest, SurvivesServerRestartWithoutGap) {
     EXPECT_EQ(changes[i].after->value, "after");
   }
   EXPECT_GE(client.Status().streams_opened, 2);
+
+  // Every stream the client opened, across the restart, kept the contract.
+  auto channel = grpc::CreateChannel(server->address(), grpc::InsecureChannelCredentials());
+  ASSERT_OK_AND_ASSIGN(const std::vector<v1::ChangeRecord> history,
+                       watch_testing::ReadFullHistory(channel));
+  const watch_testing::CheckResult result =
+      watch_testing::ContractChecker(history).Check(streams.trace());
+  for (const watch_testing::Finding& f : result.findings) {
+    ADD_FAILURE() << watch_testing::ViolationName(f.kind) << ": " << f.detail;
+  }
+  EXPECT_EQ(result.final_revision, head);
 }
 
 TEST(ConfigClientTest, StartsFromCacheWithServerDownThenCatchesUp) {

@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "snapconf/v1/config_service.grpc.pb.h"
 
 namespace snapconf::watch_testing {
 namespace {
@@ -384,6 +385,29 @@ CheckResult ContractChecker::Check(const WatchTrace& trace) const {
   }
   result.final_revision = held;
   return result;
+}
+
+absl::StatusOr<std::vector<v1::ChangeRecord>> ReadFullHistory(
+    const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = v1::ConfigService::NewStub(channel);
+  std::vector<v1::ChangeRecord> out;
+  std::string token;
+  for (int page = 0; page < 1000; ++page) {
+    v1::HistoryRequest req;
+    req.set_page_size(1000);
+    req.set_page_token(token);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::HistoryResponse resp;
+    const grpc::Status s = stub->History(&ctx, req, &resp);
+    if (!s.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+    }
+    out.insert(out.end(), resp.records().begin(), resp.records().end());
+    token = resp.next_page_token();
+    if (token.empty()) return out;
+  }
+  return absl::OutOfRangeError("history has more than 1000 pages");
 }
 
 }  // namespace snapconf::watch_testing

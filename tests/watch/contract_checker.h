@@ -29,12 +29,16 @@
 //   EXPECT_EQ(r.final_revision, head);
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "snapconf/v1/types.pb.h"
 #include "snapconf/v1/watch_service.pb.h"
 
@@ -111,5 +115,10 @@ class ContractChecker {
 // True when (ns, key) is covered by `create`'s filters.
 bool FilterMatches(const v1::WatchCreateRequest& create, const std::string& ns,
                    const std::string& key);
+
+// Every retained change set, read back page by page with the History RPC:
+// the ground truth a ContractChecker is built from.
+absl::StatusOr<std::vector<v1::ChangeRecord>> ReadFullHistory(
+    const std::shared_ptr<grpc::Channel>& channel);
 
 }  // namespace snapconf::watch_testing

@@ -23,6 +23,7 @@
 #include "snapconf/v1/config_service.grpc.pb.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
 #include "tests/testing/server_process.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/watch/contract_checker.h"
 
 namespace snapconf {
@@ -32,6 +33,7 @@ using testing::ServerProcess;
 using watch_testing::CheckResult;
 using watch_testing::ContractChecker;
 using watch_testing::ViolationName;
+using watch_testing::ReadFullHistory;
 using watch_testing::WatchTrace;
 
 std::chrono::system_clock::time_point In(absl::Duration d) {
@@ -81,27 +83,6 @@ grpc::Status Txn(v1::ConfigService::Stub& stub,
   ctx.set_deadline(In(absl::Seconds(5)));
   v1::TxnResponse resp;
   return stub.Txn(&ctx, req, &resp);
-}
-
-std::vector<v1::ChangeRecord> ReadHistory(const std::shared_ptr<grpc::Channel>& channel) {
-  auto stub = v1::ConfigService::NewStub(channel);
-  std::vector<v1::ChangeRecord> out;
-  std::string token;
-  for (int page = 0; page < 1000; ++page) {
-    v1::HistoryRequest req;
-    req.set_page_size(1000);
-    req.set_page_token(token);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(In(absl::Seconds(10)));
-    v1::HistoryResponse resp;
-    grpc::Status s = stub->History(&ctx, req, &resp);
-    EXPECT_TRUE(s.ok()) << s.error_message();
-    if (!s.ok()) break;
-    out.insert(out.end(), resp.records().begin(), resp.records().end());
-    token = resp.next_page_token();
-    if (token.empty()) break;
-  }
-  return out;
 }
 
 int64_t RevisionAfter(const v1::WatchResponse& r) {
@@ -325,7 +306,7 @@ TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
   writers_done = true;
   for (auto& t : readers) t.join();
 
-  const std::vector<v1::ChangeRecord> history = ReadHistory(channel);
+  ASSERT_OK_AND_ASSIGN(const std::vector<v1::ChangeRecord> history, ReadFullHistory(channel));
   ASSERT_EQ(static_cast<int64_t>(history.size()), final_head.load());
   ContractChecker checker(history);
   int resets = 0, nets = 0, streams = 0;
@@ -385,7 +366,8 @@ TEST(WatchIntegrationTest, SlowReadersFallBehindAndRecover) {
   every.Finish();
   latest.Finish();
 
-  ContractChecker checker(ReadHistory(channel));
+  ASSERT_OK_AND_ASSIGN(const std::vector<v1::ChangeRecord> history, ReadFullHistory(channel));
+  ContractChecker checker(history);
   CheckResult every_result, latest_result;
   ExpectClean(checker, every_trace, head, "every", &every_result);
   ExpectClean(checker, latest_trace, head, "latest", &latest_result);
