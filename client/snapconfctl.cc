@@ -5,6 +5,7 @@
 // (tested without a server), RPCs and endpoint rotation in AdminClient.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -20,6 +21,7 @@
 #include "client/admin_client.h"
 #include "client/cli/args.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/export_doc.h"
 #include "client/cli/format.h"
 #include "client/cli/txn_file.h"
 #include "common/status_macros.h"
@@ -47,6 +49,8 @@ Commands:
   history NS [KEY]      show committed changes, newest first
   diff NS --from REV    show what changed in a namespace between two revisions
   rollback NS --to REV  restore a namespace as of an older revision (as a new revision)
+  export NS [PREFIX]    print a namespace's entries as one document (YAML unless -o json)
+  import FILE           make a namespace equal to an exported document, as one revision
   watch NS...           follow changes, one line per change (see watch --help)
   status                describe the server
 
@@ -70,6 +74,7 @@ Output:
   json   one JSON document. Bytes are strings when valid UTF-8, otherwise base64 with a
          sibling "<field>_encoding": "base64" (e.g. "value_encoding").
   yaml   the same document as json, in YAML.
+  export prints YAML for table (the default) too: an export is meant for a file.
 
 Exit codes:
   0  success
@@ -335,6 +340,92 @@ absl::Status RunRollback(Context& ctx, const ParsedArgs& args) {
   return absl::OkStatus();
 }
 
+absl::Status RunExport(Context& ctx, const ParsedArgs& args) {
+  const std::string& ns = args.positionals[0];
+  client::ListOptions list;
+  if (args.positionals.size() == 2) list.prefix = args.positionals[1];
+  ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
+  ctx.subject = ns;
+  ASSIGN_OR_RETURN(client::ListPage page, client.ListAll(ns, list));
+  Print(FormatExportDocument(MakeExportDocument(ns, list.prefix, page), ctx.format));
+  return absl::OkStatus();
+}
+
+absl::Status RunImport(Context& ctx, const ParsedArgs& args) {
+  const std::string& file = args.positionals[0];
+  ASSIGN_OR_RETURN(std::string text, ReadInput(file));
+  ASSIGN_OR_RETURN(ExportDocument doc, ParseExportDocument(text, file == "-" ? "stdin" : file));
+  const bool prune = args.Has("--prune");
+  const bool dry_run = args.Has("--dry-run");
+  ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
+  ctx.subject = doc.ns;
+
+  client::ListOptions list;
+  list.prefix = doc.prefix;
+  ASSIGN_OR_RETURN(client::ListPage current, client.ListAll(doc.ns, list));
+  ImportPlan plan = PlanImport(doc, current.entries, prune);
+  const std::string where = doc.prefix.empty() ? DisplayBytes(doc.ns)
+                                               : absl::StrCat(DisplayBytes(doc.ns), " (prefix ",
+                                                              DisplayBytes(doc.prefix), ")");
+  if (plan.changes.empty()) {
+    Print("nothing to import\n");
+    return absl::OkStatus();
+  }
+  if (plan.changes.size() > kMaxImportOperations) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "import of ", where, " needs ", plan.changes.size(), " operations, over the Txn limit of ",
+        kMaxImportOperations,
+        "; an import is one atomic Txn and is never split: import a smaller prefix at a time"));
+  }
+  client::ChangeList preview;
+  preview.revision = current.revision;
+  preview.changes = plan.changes;
+  const std::string summary = absl::StrCat(
+      "importing into ", where, " will write (", plan.changes.size(),
+      plan.changes.size() == 1 ? " change, " : " changes, ", plan.unchanged, " unchanged):");
+  if (dry_run) {
+    Print(FormatChanges(preview, absl::StrCat("dry run: ", summary), ctx.format));
+    return absl::OkStatus();
+  }
+
+  // Guard: commit only if the namespace is still what the plan was made from.
+  // Without retained history the server falls back to the newest key's
+  // mod_revision, and so does this.
+  client::HistoryOptions latest;
+  latest.ns = doc.ns;
+  latest.to_revision = current.revision;
+  latest.page_size = 1;
+  ASSIGN_OR_RETURN(client::HistoryPage head, client.History(latest));
+  std::int64_t namespace_revision = 0;
+  if (!head.records.empty()) {
+    namespace_revision = head.records[0].revision;
+  } else {
+    for (const client::Entry& e : current.entries) {
+      namespace_revision = std::max(namespace_revision, e.mod_revision);
+    }
+  }
+
+  if (!args.Has("--yes")) {
+    PrintErr(FormatChanges(preview, summary, OutputFormat::kTable));
+    PrintErr("apply these changes? [y/N] ");
+    std::string answer;
+    if (!std::getline(std::cin, answer)) {
+      PrintErr("\n");
+      return absl::InvalidArgumentError(
+          "refusing to import without confirmation: answer on stdin or pass --yes");
+    }
+    answer = absl::AsciiStrToLower(absl::StripAsciiWhitespace(answer));
+    if (answer != "y" && answer != "yes") {
+      return absl::CancelledError("import not confirmed; nothing changed");
+    }
+  }
+  ASSIGN_OR_RETURN(client::ChangeList r, client.Txn(ImportTxn(doc.ns, plan, namespace_revision,
+                                                              args.Get("--message").value_or(""))));
+  Print(FormatChanges(r, absl::StrCat("imported into ", where, " as revision ", r.revision),
+                      ctx.format));
+  return absl::OkStatus();
+}
+
 absl::Status RunWatch(Context& ctx, const ParsedArgs& args) {
   client::WatchSpec spec;
   std::vector<std::string> prefixes;
@@ -545,6 +636,62 @@ Examples:
   snapconfctl rollback payments/prod --to 40 --yes -m "undo the pool change"
 )",
        RunRollback},
+      {"export",
+       1,
+       2,
+       {},
+       R"(Usage: snapconfctl export NS [PREFIX] [-o json|yaml]
+
+Prints every entry of a namespace (only keys under PREFIX when given), all as
+of one revision, as one document that `snapconfctl import` reads back:
+
+  {"namespace": "payments/prod", "prefix": "db.", "revision": 42,
+   "entries": [{"key": "db.pool.max", "value": "20", "content_type": "text/plain"}]}
+
+The output is YAML unless -o json: the default (table) prints YAML too, since an
+export is meant for a file. Values that are not UTF-8 are base64 with
+"value_encoding": "base64".
+
+Examples:
+  snapconfctl export payments/prod > prod.yaml
+  snapconfctl export payments/prod db. -o json > prod-db.json
+)",
+       RunExport},
+      {"import",
+       1,
+       1,
+       {{"--dry-run", "", false},
+        {"--yes", "-y", false},
+        {"--prune", "", false},
+        {"--message", "-m", true}},
+       R"(Usage: snapconfctl import FILE [--dry-run] [--yes] [--prune] [-m MSG]
+
+Makes a namespace (under the document's prefix, when it has one) equal to a
+document written by `snapconfctl export`; FILE is JSON or YAML, "-" reads stdin.
+Compares the document with the namespace's current entries and shows the plan:
+create, update and, with --prune, delete (keys on the server that the document
+lacks). Values and content types are compared; revisions are not. Then asks for
+confirmation on stdin; without --yes and without an answer it refuses (exit 2),
+and any answer other than y/yes cancels (exit 1).
+
+The plan is applied as one transaction (one revision, all or nothing) that only
+commits if the namespace did not change after the plan was made (otherwise
+exit 4). A plan of more than 128 operations, the transaction limit, is refused
+(exit 2) rather than split. When nothing differs it prints "nothing to import"
+and writes nothing.
+
+Flags:
+  --dry-run           print the plan and write nothing
+  -y, --yes           do not ask
+  --prune             also delete keys absent from the document
+  -m, --message MSG   message recorded in history
+
+Examples:
+  snapconfctl import prod.yaml --dry-run
+  snapconfctl import prod.yaml --prune --yes -m "restore from backup"
+  snapconfctl export payments/prod | snapconfctl --endpoints 10.0.0.9:7070 import - --yes
+)",
+       RunImport},
       {"watch",
        1,
        64,

@@ -11,9 +11,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
 
@@ -349,6 +351,132 @@ TEST_F(SnapconfctlTest, WatchJsonStartsWithAResetThenFollowsChanges) {
 TEST_F(SnapconfctlTest, WatchOfAnInvalidNamespaceExitsTwo) {
   CommandResult r = Ctl({"watch", "Bad//Namespace", "--duration", "2s"});
   EXPECT_EQ(r.exit_code, 2) << r.stderr_text;
+}
+
+// ---- export / import ----
+
+// An export without its revision line (the revision moves with every write).
+std::string WithoutRevision(const std::string& yaml) {
+  std::string out;
+  for (absl::string_view line : absl::StrSplit(yaml, '\n')) {
+    if (absl::StartsWith(line, "revision:")) continue;
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+TEST_F(SnapconfctlTest, ImportReproducesAnExportedNamespace) {
+  Ok({"put", "exp", "a", "1", "--content-type", "text/plain"});
+  Ok({"put", "exp", "blob", "--from-file", WriteFile("blob.bin", std::string("\x00\xff\n", 3)),
+      "--content-type", "application/octet-stream"});
+  Ok({"put", "exp", "c", "{\"x\": true}", "--content-type", "application/json"});
+  Ok({"put", "other", "untouched", "1"});
+
+  const std::string exported = Ok({"export", "exp"});
+  EXPECT_THAT(exported, HasSubstr("namespace: \"exp\"\n"));
+  EXPECT_THAT(exported, HasSubstr("value_encoding: \"base64\"\n"));
+  EXPECT_EQ(Ok({"export", "exp", "-o", "yaml"}), exported);
+  const std::string yaml_file = WriteFile("exp.yaml", exported);
+  const std::string json_export = Ok({"export", "exp", "-o", "json"});
+  nlohmann::json doc = nlohmann::json::parse(json_export);
+  EXPECT_EQ(doc["namespace"], "exp");
+  EXPECT_EQ(doc["entries"].size(), 3u);
+
+  // Change, delete and add keys.
+  Ok({"put", "exp", "a", "2", "--content-type", "text/plain"});
+  Ok({"put", "exp", "c", "{\"x\": true}", "--content-type", "text/plain"});
+  Ok({"del", "exp", "blob"});
+  Ok({"put", "exp", "extra", "x"});
+
+  // Without --prune the extra key stays.
+  CommandResult kept = Ctl({"import", yaml_file, "--yes"});
+  EXPECT_EQ(kept.exit_code, 0) << kept.stderr_text;
+  EXPECT_THAT(kept.stdout_text, StartsWith("imported into exp as revision "));
+  EXPECT_EQ(Json({"get", "exp", "extra"})["entry"]["value"], "x");
+
+  // With --prune, from JSON on stdin: the namespace is the export again.
+  Ok({"put", "exp", "a", "3"});
+  const std::string pruned = Ok({"import", "-", "--yes", "--prune"}, json_export);
+  EXPECT_THAT(pruned, HasSubstr("delete  exp        extra"));
+  EXPECT_THAT(pruned, HasSubstr("update  exp        a"));
+  EXPECT_EQ(WithoutRevision(Ok({"export", "exp"})), WithoutRevision(exported));
+  EXPECT_EQ(Json({"get", "exp", "c"})["entry"]["content_type"], "application/json");
+  EXPECT_EQ(Json({"get", "other", "untouched"})["entry"]["value"], "1");
+
+  // Applied as one revision; a second import has nothing to do.
+  nlohmann::json history = Json({"history", "exp", "--limit", "1"});
+  EXPECT_EQ(history["records"][0]["changes"].size(), 2u);
+  EXPECT_EQ(Ok({"import", yaml_file, "--yes", "--prune"}), "nothing to import\n");
+}
+
+TEST_F(SnapconfctlTest, ImportHonoursTheExportPrefix) {
+  Ok({"put", "pfx", "db.max", "20"});
+  Ok({"put", "pfx", "web.port", "80"});
+  const std::string file = WriteFile("pfx.yaml", Ok({"export", "pfx", "db."}));
+  Ok({"put", "pfx", "db.max", "30"});
+  Ok({"put", "pfx", "db.min", "1"});
+  Ok({"import", file, "--yes", "--prune"});
+  EXPECT_EQ(Json({"get", "pfx", "db.max"})["entry"]["value"], "20");
+  EXPECT_EQ(Ctl({"get", "pfx", "db.min"}).exit_code, 3);
+  EXPECT_EQ(Json({"get", "pfx", "web.port"})["entry"]["value"], "80");  // outside the prefix
+}
+
+TEST_F(SnapconfctlTest, ImportDryRunWritesNothing) {
+  Ok({"put", "dry", "k", "1"});
+  const std::string file = WriteFile("dry.yaml", Ok({"export", "dry"}));
+  Ok({"put", "dry", "k", "2"});
+  Ok({"put", "dry", "extra", "x"});
+  const int revision = Json({"get", "dry", "k"})["revision"].get<int>();
+
+  const std::string plan = Ok({"import", file, "--dry-run", "--prune"});
+  EXPECT_THAT(plan, StartsWith("dry run: importing into dry will write (2 changes, 0 unchanged):"));
+  EXPECT_THAT(plan, HasSubstr("update  dry        k      2       1\n"));
+  EXPECT_THAT(plan, HasSubstr("delete  dry        extra  x       -\n"));
+  nlohmann::json after = Json({"get", "dry", "k"});
+  EXPECT_EQ(after["revision"].get<int>(), revision);
+  EXPECT_EQ(after["entry"]["value"], "2");
+}
+
+TEST_F(SnapconfctlTest, ImportAsksFirst) {
+  Ok({"put", "ask", "k", "1"});
+  const std::string file = WriteFile("ask.yaml", Ok({"export", "ask"}));
+  Ok({"put", "ask", "k", "2"});
+
+  CommandResult refused = Ctl({"import", file});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.stderr_text, HasSubstr("update  ask        k    2       1\n"));
+  EXPECT_THAT(refused.stderr_text, HasSubstr("refusing to import without confirmation"));
+  EXPECT_EQ(Json({"get", "ask", "k"})["entry"]["value"], "2");
+
+  CommandResult declined = Ctl({"import", file}, "n\n");
+  EXPECT_EQ(declined.exit_code, 1);
+  EXPECT_EQ(Json({"get", "ask", "k"})["entry"]["value"], "2");
+
+  CommandResult confirmed = Ctl({"import", file}, "y\n");
+  EXPECT_EQ(confirmed.exit_code, 0) << confirmed.stderr_text;
+  EXPECT_EQ(Json({"get", "ask", "k"})["entry"]["value"], "1");
+}
+
+TEST_F(SnapconfctlTest, ImportOverTheTxnLimitIsRefusedWhole) {
+  nlohmann::json doc = {{"namespace", "big"}, {"entries", nlohmann::json::array()}};
+  for (int i = 0; i < 129; ++i) {
+    doc["entries"].push_back({{"key", absl::StrCat("k", i)}, {"value", "v"}});
+  }
+  CommandResult r = Ctl({"import", WriteFile("big.json", doc.dump()), "--yes"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.stderr_text, HasSubstr("over the Txn limit of 128"));
+  EXPECT_EQ(Ctl({"get", "big", "k0"}).exit_code, 3);
+
+  // A namespace that never existed has no history: the guard still holds.
+  doc["entries"] = {{{"key", "k0"}, {"value", "v"}}, {{"key", "k1"}, {"value", "w"}}};
+  Ok({"import", WriteFile("small.json", doc.dump()), "--yes"});
+  EXPECT_EQ(Json({"get", "big", "k1"})["entry"]["value"], "w");
+}
+
+TEST_F(SnapconfctlTest, ImportOfAnInvalidDocumentExitsTwo) {
+  CommandResult r = Ctl({"import", WriteFile("bad.yaml", "entries: []\n")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.stderr_text, HasSubstr("document.namespace: missing"));
 }
 
 }  // namespace
