@@ -156,7 +156,7 @@ absl::Status Server::Start() {
   CheckHealth();
   LogLine(absl::StrCat("serving address=", address_,
                        " store=", std::string(engine_->store().kind()),
-                       " data_dir=", std::filesystem::absolute(dir).string(),
+                       " data_dir=", std::filesystem::absolute(dir).lexically_normal().string(),
                        " revision=", engine_->publisher().revision()));
   return absl::OkStatus();
 }
