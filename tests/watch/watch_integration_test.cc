@@ -32,8 +32,8 @@ namespace {
 using testing::ServerProcess;
 using watch_testing::CheckResult;
 using watch_testing::ContractChecker;
-using watch_testing::ViolationName;
 using watch_testing::ReadFullHistory;
+using watch_testing::ViolationName;
 using watch_testing::WatchTrace;
 
 std::chrono::system_clock::time_point In(absl::Duration d) {
