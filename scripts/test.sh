@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, lints the API, builds everything and runs the test
 # suite (ctest labels unit, integration, fault and bench-smoke; the tests start
-# their own snapconfd processes and etcd members on loopback ports).
+# their own snapconfd processes on loopback ports).
 #
 #   scripts/test.sh            the whole suite
 #   scripts/test.sh --tsan     the concurrency tests under ThreadSanitizer
