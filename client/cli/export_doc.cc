@@ -1,12 +1,9 @@
 // client/cli/export_doc.cc
 //
-// Both syntaxes go through one nlohmann::ordered_json tree: rendering builds
-// it and prints JSON or walks it with yaml-cpp's emitter; parsing turns YAML
-// into the same tree (scalars stay strings) and validates it once.
-// nlohmann and yaml-cpp throw; the exceptions stop at this file's boundary.
+// Both syntaxes go through one document tree (client/cli/document.h):
+// rendering builds it and prints JSON or YAML; parsing turns either into the
+// same tree and validates it once.
 #include "client/cli/export_doc.h"
-
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <map>
@@ -17,27 +14,18 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/cli/document.h"
 #include "common/status_macros.h"
 
 namespace snapconf::cli {
 namespace {
 
-using Json = nlohmann::ordered_json;
 using client::Change;
 using client::Entry;
 
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // ---- rendering ----
-
-void SetBytes(Json& obj, const std::string& field, const std::string& bytes) {
-  if (IsValidUtf8(bytes)) {
-    obj[field] = bytes;
-  } else {
-    obj[field] = absl::Base64Escape(bytes);
-    obj[field + "_encoding"] = "base64";
-  }
-}
 
 Json DocumentJson(const ExportDocument& doc) {
   Json j = Json::object();
@@ -54,42 +42,6 @@ Json DocumentJson(const ExportDocument& doc) {
   }
   j["entries"] = std::move(entries);
   return j;
-}
-
-// Strings are always double-quoted, so no value is ever read back as a
-// number, boolean or null, and surrounding blanks survive.
-void EmitYaml(YAML::Emitter& out, const Json& j) {
-  switch (j.type()) {
-    case Json::value_t::object:
-      out << YAML::BeginMap;
-      for (const auto& [k, v] : j.items()) {
-        out << YAML::Key << k << YAML::Value;
-        EmitYaml(out, v);
-      }
-      out << YAML::EndMap;
-      break;
-    case Json::value_t::array:
-      if (j.empty()) {
-        out << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
-        break;
-      }
-      out << YAML::BeginSeq;
-      for (const auto& v : j) EmitYaml(out, v);
-      out << YAML::EndSeq;
-      break;
-    case Json::value_t::string:
-      out << YAML::DoubleQuoted << j.get_ref<const std::string&>();
-      break;
-    case Json::value_t::number_integer:
-      out << j.get<std::int64_t>();
-      break;
-    case Json::value_t::number_unsigned:
-      out << j.get<std::uint64_t>();
-      break;
-    default:
-      out << YAML::Null;
-      break;
-  }
 }
 
 // ---- parsing ----
@@ -192,39 +144,6 @@ class Validator {
   std::string_view source_;
 };
 
-Json FromYaml(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Map: {
-      Json obj = Json::object();
-      for (const auto& kv : node) obj[kv.first.as<std::string>()] = FromYaml(kv.second);
-      return obj;
-    }
-    case YAML::NodeType::Sequence: {
-      Json arr = Json::array();
-      for (const auto& item : node) arr.push_back(FromYaml(item));
-      return arr;
-    }
-    case YAML::NodeType::Scalar:
-      return node.Scalar();
-    default:
-      return nullptr;
-  }
-}
-
-std::string Position(std::string_view text, std::size_t offset) {
-  std::size_t line = 1;
-  std::size_t col = 1;
-  for (std::size_t i = 0; i < offset && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-  }
-  return absl::StrCat(line, ":", col);
-}
-
 Entry PlanEntry(const std::string& ns, const ExportEntry& e) {
   Entry out;
   out.ns = ns;
@@ -253,35 +172,13 @@ std::string FormatExportDocument(const ExportDocument& doc, OutputFormat format)
   if (format == OutputFormat::kJson) {
     return j.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
   }
-  YAML::Emitter out;
-  EmitYaml(out, j);
-  return absl::StrCat(out.c_str(), "\n");
+  // Always quoted: a value such as "007" or " padded " must come back exactly.
+  return ToYaml(j, YamlStrings::kAlwaysQuoted);
 }
 
 absl::StatusOr<ExportDocument> ParseExportDocument(std::string_view text,
                                                    std::string_view source_name) {
-  const std::size_t first = text.find_first_not_of(" \t\r\n");
-  Json doc;
-  if (first != std::string_view::npos && text[first] == '{') {
-    try {
-      doc = Json::parse(text.begin(), text.end());
-    } catch (const Json::parse_error& e) {
-      const std::size_t offset = e.byte > 0 ? e.byte - 1 : 0;
-      std::string what = e.what();
-      if (const std::size_t colon = what.find(": "); colon != std::string::npos) {
-        what = what.substr(colon + 2);
-      }
-      return absl::InvalidArgumentError(
-          absl::StrCat(AV(source_name), ":", Position(text, offset), ": invalid JSON: ", what));
-    }
-  } else {
-    try {
-      doc = FromYaml(YAML::Load(std::string(text)));
-    } catch (const YAML::Exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(AV(source_name), ":", e.mark.line + 1, ":",
-                                                     e.mark.column + 1, ": invalid YAML: ", e.msg));
-    }
-  }
+  ASSIGN_OR_RETURN(const Json doc, ParseDocument(text, source_name));
   return Validator(source_name).Parse(doc);
 }
 

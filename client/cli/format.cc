@@ -5,8 +5,6 @@
 // emitter. Tables are built separately because people read them differently.
 #include "client/cli/format.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -14,11 +12,11 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "client/cli/document.h"
 
 namespace snapconf::cli {
 namespace {
 
-using Json = nlohmann::ordered_json;
 using client::Change;
 using client::Entry;
 
@@ -95,15 +93,6 @@ std::string Plural(std::size_t n, std::string_view one, std::string_view many) {
 
 // ---- json trees ----
 
-void SetBytes(Json& obj, const std::string& field, std::string_view bytes) {
-  if (IsValidUtf8(bytes)) {
-    obj[field] = std::string(bytes);
-  } else {
-    obj[field] = absl::Base64Escape(absl::string_view(bytes.data(), bytes.size()));
-    obj[field + "_encoding"] = "base64";
-  }
-}
-
 // `with_names`: false inside a Change, whose names are one level up.
 Json EntryJson(const Entry& e, bool with_names, bool with_value = true) {
   Json j = Json::object();
@@ -136,79 +125,8 @@ Json ChangesJson(const std::vector<Change>& changes) {
 
 // ---- yaml ----
 
-bool IsPlainSafe(const std::string& s) {
-  if (s.empty()) return false;
-  const char first = s[0];
-  if (!absl::ascii_isalpha(static_cast<unsigned char>(first)) && first != '_' && first != '/') {
-    return false;
-  }
-  for (char c : s) {
-    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '.' && c != '/' &&
-        c != '-') {
-      return false;
-    }
-  }
-  static const char* const kSpecial[] = {"true", "false", "yes", "no", "on",
-                                         "off",  "null",  "y",   "n"};
-  const std::string lower = absl::AsciiStrToLower(s);
-  for (const char* w : kSpecial) {
-    if (lower == w) return false;
-  }
-  return true;
-}
-
-void EmitYaml(YAML::Emitter& out, const Json& j) {
-  switch (j.type()) {
-    case Json::value_t::object:
-      out << YAML::BeginMap;
-      for (const auto& [k, v] : j.items()) {
-        out << YAML::Key << k << YAML::Value;
-        EmitYaml(out, v);
-      }
-      out << YAML::EndMap;
-      break;
-    case Json::value_t::array:
-      if (j.empty()) {
-        out << YAML::Flow << YAML::BeginSeq << YAML::EndSeq;
-        break;
-      }
-      out << YAML::BeginSeq;
-      for (const auto& v : j) EmitYaml(out, v);
-      out << YAML::EndSeq;
-      break;
-    case Json::value_t::string: {
-      const std::string& s = j.get_ref<const std::string&>();
-      if (IsPlainSafe(s)) {
-        out << s;
-      } else {
-        out << YAML::DoubleQuoted << s;
-      }
-      break;
-    }
-    case Json::value_t::boolean:
-      out << YAML::TrueFalseBool << j.get<bool>();
-      break;
-    case Json::value_t::number_integer:
-      out << j.get<std::int64_t>();
-      break;
-    case Json::value_t::number_unsigned:
-      out << j.get<std::uint64_t>();
-      break;
-    case Json::value_t::number_float:
-      out << j.get<double>();
-      break;
-    default:
-      out << YAML::Null;
-      break;
-  }
-}
-
 std::string Render(const Json& doc, OutputFormat format) {
-  if (format == OutputFormat::kYaml) {
-    YAML::Emitter out;
-    EmitYaml(out, doc);
-    return absl::StrCat(out.c_str(), "\n");
-  }
+  if (format == OutputFormat::kYaml) return ToYaml(doc, YamlStrings::kQuoteWhenNeeded);
   // Every string in the tree is valid UTF-8 (see SetBytes); "replace" only
   // guards against a future field that forgets to go through it.
   return doc.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";

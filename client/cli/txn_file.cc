@@ -1,11 +1,8 @@
 // client/cli/txn_file.cc
 //
-// Both syntaxes are first turned into one nlohmann::json tree (YAML scalars
-// become strings), then one validator walks it. nlohmann and yaml-cpp report
-// errors by throwing; the exceptions stop at this file's boundary.
+// Both syntaxes are first turned into one tree (ParseDocument, where the
+// parsers' exceptions stop), then one validator walks it.
 #include "client/cli/txn_file.h"
-
-#include <yaml-cpp/yaml.h>
 
 #include <nlohmann/json.hpp>
 
@@ -13,12 +10,12 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "client/cli/document.h"
 #include "common/status_macros.h"
 
 namespace snapconf::cli {
 namespace {
 
-using Json = nlohmann::json;
 using client::Compare;
 using client::TxnOperation;
 using client::TxnSpec;
@@ -209,68 +206,10 @@ class Validator {
   std::string_view source_;
 };
 
-// YAML -> the same tree JSON produces; scalars stay strings.
-Json FromYaml(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Map: {
-      Json obj = Json::object();
-      for (const auto& kv : node) obj[kv.first.as<std::string>()] = FromYaml(kv.second);
-      return obj;
-    }
-    case YAML::NodeType::Sequence: {
-      Json arr = Json::array();
-      for (const auto& item : node) arr.push_back(FromYaml(item));
-      return arr;
-    }
-    case YAML::NodeType::Scalar:
-      return node.Scalar();
-    default:
-      return nullptr;
-  }
-}
-
-// 1-based line and column of a byte offset.
-std::string Position(std::string_view text, std::size_t offset) {
-  std::size_t line = 1;
-  std::size_t col = 1;
-  for (std::size_t i = 0; i < offset && i < text.size(); ++i) {
-    if (text[i] == '\n') {
-      ++line;
-      col = 1;
-    } else {
-      ++col;
-    }
-  }
-  return absl::StrCat(line, ":", col);
-}
-
 }  // namespace
 
 absl::StatusOr<TxnSpec> ParseTxnFile(std::string_view text, std::string_view source_name) {
-  const std::size_t first = text.find_first_not_of(" \t\r\n");
-  Json doc;
-  if (first != std::string_view::npos && text[first] == '{') {
-    try {
-      doc = Json::parse(text.begin(), text.end());
-    } catch (const Json::parse_error& e) {
-      // e.byte is 1-based and points just past the offending character.
-      const std::size_t offset = e.byte > 0 ? e.byte - 1 : 0;
-      std::string what = e.what();
-      // nlohmann's text starts with "[json.exception.parse_error.101] parse error at ...".
-      if (const std::size_t colon = what.find(": "); colon != std::string::npos) {
-        what = what.substr(colon + 2);
-      }
-      return absl::InvalidArgumentError(
-          absl::StrCat(AV(source_name), ":", Position(text, offset), ": invalid JSON: ", what));
-    }
-  } else {
-    try {
-      doc = FromYaml(YAML::Load(std::string(text)));
-    } catch (const YAML::Exception& e) {
-      return absl::InvalidArgumentError(absl::StrCat(AV(source_name), ":", e.mark.line + 1, ":",
-                                                     e.mark.column + 1, ": invalid YAML: ", e.msg));
-    }
-  }
+  ASSIGN_OR_RETURN(const Json doc, ParseDocument(text, source_name));
   return Validator(source_name).ParseSpec(doc);
 }
 
