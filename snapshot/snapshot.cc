@@ -68,6 +68,38 @@ std::vector<NsGroup<T>> GroupByNamespace(absl::Span<const T> writes) {
   return groups;
 }
 
+// Updates the keys of every grouped namespace and returns the new namespace
+// tree. `resolve_for(group, &ns_size)` returns the KeyTree resolver for that
+// group's keys; it keeps ns_size current. Namespaces whose key tree comes back
+// unchanged (only no-op deletes) are left alone; emptied ones are erased.
+// `*total` is adjusted by every namespace's change in size.
+template <typename T, typename ResolveFor>
+NodeRef<Namespace> UpdateNamespaces(const NodeRef<Namespace>& ns_root,
+                                    const std::vector<NsGroup<T>>& groups, ResolveFor&& resolve_for,
+                                    size_t* total) {
+  std::vector<std::string_view> ns_keys;
+  std::vector<Namespace> ns_values;
+  ns_keys.reserve(groups.size());
+  ns_values.reserve(groups.size());
+  for (const NsGroup<T>& g : groups) {
+    const Namespace* old_ns = NsTree::Find(ns_root.get(), g.ns);
+    size_t ns_size = old_ns == nullptr ? 0 : old_ns->size;
+    auto resolve = resolve_for(g, &ns_size);
+    NodeRef<EntryPtr> root = KeyTree::Update(old_ns == nullptr ? NodeRef<EntryPtr>() : old_ns->root,
+                                             g.keys.data(), g.keys.size(), resolve);
+    if (old_ns != nullptr && root.get() == old_ns->root.get()) continue;
+    *total = *total - (old_ns == nullptr ? 0 : old_ns->size) + ns_size;
+    ns_keys.push_back(g.ns);
+    ns_values.push_back(Namespace{std::move(root), ns_size});
+  }
+  auto resolve_ns = [&](size_t i, const Namespace*, Namespace* result) {
+    if (ns_values[i].size == 0) return Action::kErase;
+    *result = std::move(ns_values[i]);
+    return Action::kSet;
+  };
+  return NsTree::Update(ns_root, ns_keys.data(), ns_keys.size(), resolve_ns);
+}
+
 }  // namespace
 
 bool SameEntry(const Entry& a, const Entry& b) {
@@ -143,20 +175,14 @@ absl::StatusOr<Snapshot::Applied> Snapshot::Apply(const ChangeSet& changes, Revi
   Applied out;
   const auto groups = GroupByNamespace<Mutation>(changes.mutations());
   out.changes.reserve(changes.size());
-  std::vector<std::string_view> ns_keys;
-  std::vector<Namespace> ns_values;
-  ns_keys.reserve(groups.size());
-  ns_values.reserve(groups.size());
   size_t total = size_;
-  for (const NsGroup<Mutation>& g : groups) {
-    const Namespace* old_ns = FindNamespace(g.ns);
-    size_t ns_size = old_ns == nullptr ? 0 : old_ns->size;
-    auto resolve = [&](size_t i, const EntryPtr* old, EntryPtr* result) {
+  auto resolve_for = [&](const NsGroup<Mutation>& g, size_t* ns_size) {
+    return [&g, &out, rev, ns_size](size_t i, const EntryPtr* old, EntryPtr* result) {
       const Mutation& m = *g.ops[i];
       if (m.kind == Mutation::Kind::kDelete) {
         if (old == nullptr) return Action::kKeep;
         out.changes.push_back(EntryChange{m.ns, m.key, *old, nullptr});
-        --ns_size;
+        --*ns_size;
         return Action::kErase;
       }
       auto e = std::make_shared<Entry>();
@@ -169,62 +195,36 @@ absl::StatusOr<Snapshot::Applied> Snapshot::Apply(const ChangeSet& changes, Revi
       } else {
         e->create_revision = rev;
         e->version = 1;
-        ++ns_size;
+        ++*ns_size;
       }
       *result = std::move(e);
       out.changes.push_back(EntryChange{m.ns, m.key, old == nullptr ? nullptr : *old, *result});
       return Action::kSet;
     };
-    NodeRef<EntryPtr> root = KeyTree::Update(old_ns == nullptr ? NodeRef<EntryPtr>() : old_ns->root,
-                                             g.keys.data(), g.keys.size(), resolve);
-    if (old_ns != nullptr && root.get() == old_ns->root.get()) continue;  // only no-op deletes
-    total = total - (old_ns == nullptr ? 0 : old_ns->size) + ns_size;
-    ns_keys.push_back(g.ns);
-    ns_values.push_back(Namespace{std::move(root), ns_size});
-  }
-  auto resolve_ns = [&](size_t i, const Namespace*, Namespace* result) {
-    if (ns_values[i].size == 0) return Action::kErase;
-    *result = std::move(ns_values[i]);
-    return Action::kSet;
   };
-  NodeRef<Namespace> ns_root = NsTree::Update(ns_, ns_keys.data(), ns_keys.size(), resolve_ns);
+  NodeRef<Namespace> ns_root = UpdateNamespaces(ns_, groups, resolve_for, &total);
   out.snapshot = std::make_shared<const Snapshot>(Passkey{}, rev, std::move(ns_root), total);
   return out;
 }
 
 SnapshotPtr Snapshot::Restore(absl::Span<const RawEntry> entries, Revision rev) const {
   const auto groups = GroupByNamespace<RawEntry>(entries);
-  std::vector<std::string_view> ns_keys;
-  std::vector<Namespace> ns_values;
   size_t total = size_;
-  for (const NsGroup<RawEntry>& g : groups) {
-    const Namespace* old_ns = FindNamespace(g.ns);
-    size_t ns_size = old_ns == nullptr ? 0 : old_ns->size;
-    auto resolve = [&](size_t i, const EntryPtr* old, EntryPtr* result) {
+  auto resolve_for = [](const NsGroup<RawEntry>& g, size_t* ns_size) {
+    return [&g, ns_size](size_t i, const EntryPtr* old, EntryPtr* result) {
       const EntryPtr& e = g.ops[i]->entry;
       if (e == nullptr) {
         if (old == nullptr) return Action::kKeep;
-        --ns_size;
+        --*ns_size;
         return Action::kErase;
       }
       if (old != nullptr && *old == e) return Action::kKeep;
-      if (old == nullptr) ++ns_size;
+      if (old == nullptr) ++*ns_size;
       *result = e;
       return Action::kSet;
     };
-    NodeRef<EntryPtr> root = KeyTree::Update(old_ns == nullptr ? NodeRef<EntryPtr>() : old_ns->root,
-                                             g.keys.data(), g.keys.size(), resolve);
-    if (old_ns != nullptr && root.get() == old_ns->root.get()) continue;
-    total = total - (old_ns == nullptr ? 0 : old_ns->size) + ns_size;
-    ns_keys.push_back(g.ns);
-    ns_values.push_back(Namespace{std::move(root), ns_size});
-  }
-  auto resolve_ns = [&](size_t i, const Namespace*, Namespace* result) {
-    if (ns_values[i].size == 0) return Action::kErase;
-    *result = std::move(ns_values[i]);
-    return Action::kSet;
   };
-  NodeRef<Namespace> ns_root = NsTree::Update(ns_, ns_keys.data(), ns_keys.size(), resolve_ns);
+  NodeRef<Namespace> ns_root = UpdateNamespaces(ns_, groups, resolve_for, &total);
   return std::make_shared<const Snapshot>(Passkey{}, rev, std::move(ns_root), total);
 }
 
