@@ -159,70 +159,81 @@ absl::StatusOr<Revision> Engine::NamespaceRevision(const Snapshot& current, cons
 void Engine::Rollback(std::string ns, Revision revision,
                       std::optional<Revision> expected_ns_revision, std::string author,
                       std::string message, WriteCallback done) {
-  for (int attempt = 1;; ++attempt) {
-    absl::StatusOr<SnapshotPtr> target = SnapshotAt(revision);
-    if (!target.ok()) {
-      std::move(done)(target.status());
-      return;
-    }
-    SnapshotPtr current = publisher_->Pin();
-    // Entries that hold the target's value under a newer revision are already
-    // restored: a rollback compares content, not metadata.
-    std::vector<EntryChange> diff = Diff(*current, **target, ns);
-    std::erase_if(diff, [](const EntryChange& c) {
-      return c.before && c.after && c.before->value == c.after->value &&
-             c.before->content_type == c.after->content_type;
-    });
-    if (diff.empty()) {
-      if (expected_ns_revision.has_value()) {
-        absl::StatusOr<Revision> actual = NamespaceRevision(*current, ns);
-        if (!actual.ok()) {
-          std::move(done)(actual.status());
-          return;
-        }
-        if (*actual != *expected_ns_revision) {
-          std::move(done)(
-              absl::AbortedError(absl::StrCat("namespace ", ns, " was last changed at revision ",
-                                              *actual, ", expected ", *expected_ns_revision)));
-          return;
-        }
+  RollbackAttempt(
+      std::make_shared<const RollbackJob>(RollbackJob{std::move(ns), revision, expected_ns_revision,
+                                                      std::move(author), std::move(message)}),
+      /*attempt=*/1, std::move(done));
+}
+
+void Engine::RollbackAttempt(std::shared_ptr<const RollbackJob> job, int attempt,
+                             WriteCallback done) {
+  const std::string& ns = job->ns;
+  absl::StatusOr<SnapshotPtr> target = SnapshotAt(job->revision);
+  if (!target.ok()) {
+    std::move(done)(target.status());
+    return;
+  }
+  SnapshotPtr current = publisher_->Pin();
+  // Entries that hold the target's value under a newer revision are already
+  // restored: a rollback compares content, not metadata.
+  std::vector<EntryChange> diff = Diff(*current, **target, ns);
+  std::erase_if(diff, [](const EntryChange& c) {
+    return c.before && c.after && c.before->value == c.after->value &&
+           c.before->content_type == c.after->content_type;
+  });
+  if (diff.empty()) {
+    if (job->expected_ns_revision.has_value()) {
+      absl::StatusOr<Revision> actual = NamespaceRevision(*current, ns);
+      if (!actual.ok()) {
+        std::move(done)(actual.status());
+        return;
       }
-      CommitResult unchanged;
-      unchanged.revision = current->revision();
-      std::move(done)(std::move(unchanged));
-      return;
-    }
-    WriteRequest request;
-    request.author = author;
-    request.message = message;
-    if (expected_ns_revision.has_value()) {
-      request.compares.push_back({.ns = ns,
-                                  .target = Compare::Target::kNamespaceRevision,
-                                  .number = *expected_ns_revision});
-    }
-    // The diff is only right against the state it was computed from: guard
-    // every key it rewrites.
-    for (const EntryChange& c : diff) {
-      request.compares.push_back({.ns = c.ns,
-                                  .key = c.key,
-                                  .target = Compare::Target::kModRevision,
-                                  .number = c.before ? c.before->mod_revision : 0});
-      if (c.after) {
-        request.changes.Put(c.ns, c.key, c.after->value, c.after->content_type);
-      } else {
-        request.changes.Delete(c.ns, c.key);
+      if (*actual != *job->expected_ns_revision) {
+        std::move(done)(
+            absl::AbortedError(absl::StrCat("namespace ", ns, " was last changed at revision ",
+                                            *actual, ", expected ", *job->expected_ns_revision)));
+        return;
       }
     }
-    absl::StatusOr<CommitResult> result = store_->Commit(std::move(request));
-    // With a caller's guard an ABORTED is the caller's to handle; without
-    // one it means a concurrent write touched a key between the diff and the
-    // commit, and the diff is computed again from the newer state.
+    CommitResult unchanged;
+    unchanged.revision = current->revision();
+    std::move(done)(std::move(unchanged));
+    return;
+  }
+  WriteRequest request;
+  request.author = job->author;
+  request.message = job->message;
+  if (job->expected_ns_revision.has_value()) {
+    request.compares.push_back({.ns = ns,
+                                .target = Compare::Target::kNamespaceRevision,
+                                .number = *job->expected_ns_revision});
+  }
+  // The diff is only right against the state it was computed from: guard
+  // every key it rewrites.
+  for (const EntryChange& c : diff) {
+    request.compares.push_back({.ns = c.ns,
+                                .key = c.key,
+                                .target = Compare::Target::kModRevision,
+                                .number = c.before ? c.before->mod_revision : 0});
+    if (c.after) {
+      request.changes.Put(c.ns, c.key, c.after->value, c.after->content_type);
+    } else {
+      request.changes.Delete(c.ns, c.key);
+    }
+  }
+  // Asynchronous, so no RPC thread waits for the disk. With a caller's guard
+  // an ABORTED is the caller's to handle; without one it means a concurrent
+  // write touched a key between the diff and the commit, and the diff is
+  // computed again from the newer state.
+  store_->CommitAsync(std::move(request), [this, job, attempt, done = std::move(done)](
+                                              absl::StatusOr<CommitResult> result) mutable {
     if (result.ok() || !absl::IsAborted(result.status()) || attempt >= kRollbackAttempts ||
-        expected_ns_revision.has_value()) {
+        job->expected_ns_revision.has_value()) {
       std::move(done)(std::move(result));
       return;
     }
-  }
+    RollbackAttempt(job, attempt + 1, std::move(done));
+  });
 }
 
 }  // namespace snapconf

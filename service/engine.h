@@ -88,6 +88,15 @@ class Engine : public CommitListener {
 
  private:
   absl::StatusOr<SnapshotPtr> Reconstruct(const SnapshotPtr& head, Revision revision);
+  struct RollbackJob {
+    std::string ns;
+    Revision revision;
+    std::optional<Revision> expected_ns_revision;
+    std::string author;
+    std::string message;
+  };
+  // One diff-and-commit try of a rollback; retries from the commit callback.
+  void RollbackAttempt(std::shared_ptr<const RollbackJob> job, int attempt, WriteCallback done);
   // Revision of the latest change set that modified `ns`, as of `current`.
   absl::StatusOr<Revision> NamespaceRevision(const Snapshot& current, const std::string& ns);
   void RememberLocked(const SnapshotPtr& snapshot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
