@@ -10,6 +10,8 @@ packages=(
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev sqlite3
   nlohmann-json3-dev libyaml-cpp-dev libssl-dev
   etcd-server etcd-client
+  golang-etcd-server-dev golang-github-gogo-protobuf-dev
+  golang-github-grpc-ecosystem-grpc-gateway-dev
   openssl procps
 )
 
