@@ -7,6 +7,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <utility>
 
@@ -556,8 +557,13 @@ absl::StatusOr<std::shared_ptr<AdminConnection>> MakeAdminConnection(
   // Short reconnect backoff: a restarted server is usable again within a
   // second instead of gRPC's default of up to two minutes.
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // gRPC reads this argument as the least time one connection attempt (TCP, TLS and HTTP/2
+  // handshakes) is allowed, not as a retry spacing; a small value fails every handshake on a
+  // loaded host or a slow link. A call never waits longer than its own timeout anyway.
+  args.SetInt(
+      GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+      static_cast<int>(std::max<int64_t>(1000, absl::ToInt64Milliseconds(options.call_timeout))));
   // Each endpoint gets its own connection even when two resolve alike.
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
 

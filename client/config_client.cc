@@ -292,8 +292,13 @@ class ConfigClient::Impl {
     const int max_ms = static_cast<int>(
         std::max<int64_t>(base_ms, absl::ToInt64Milliseconds(options_.backoff_max)));
     args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, base_ms);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, base_ms);
     args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, max_ms);
+    // gRPC reads this argument as the least time one connection attempt (TCP, TLS and HTTP/2
+    // handshakes) is allowed, not as a retry spacing: set to the backoff it aborted every
+    // handshake slower than 100 ms, so a loaded host or a distant server could never connect.
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+                static_cast<int>(
+                    std::max<int64_t>(1000, absl::ToInt64Milliseconds(options_.connect_timeout))));
     for (const std::string& address : options_.endpoints) {
       Endpoint ep;
       ep.address = address;

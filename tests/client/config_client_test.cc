@@ -21,6 +21,7 @@
 #include "client/admin_client.h"
 #include "client/internal/config_cache.h"
 #include "common/mutex.h"
+#include "tests/testing/delay_proxy.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/watch/contract_checker.h"
@@ -389,6 +390,23 @@ TEST(ConfigClientTest, RotatesPastADeadEndpoint) {
   ASSERT_THAT(client.WaitForRevision(head, In(absl::Seconds(10))), IsOk());
   EXPECT_EQ(client.Get(kNs, "k"), "v");
   EXPECT_EQ(client.Status().endpoint, server->address());
+}
+
+// Each round trip on this link takes 300 ms, so connecting (TCP, then the HTTP/2 preface and
+// settings exchange) needs well over the reconnect backoff. Connection attempts must be allowed
+// their full connect timeout, not cut off at the backoff.
+TEST(ConfigClientTest, ConnectsAndFollowsWritesOverASlowLink) {
+  ASSERT_OK_AND_ASSIGN(auto server, ServerProcess::Start());
+  ASSERT_OK_AND_ASSIGN(auto link, ::snapconf::testing::DelayProxy::Start(server->address(),
+                                                                         absl::Milliseconds(150)));
+  ConfigClientOptions options = Options(link->address());
+  options.connect_timeout = absl::Seconds(5);
+  ASSERT_OK_AND_ASSIGN(ConfigClient client, ConfigClient::Create(options));
+  ASSERT_THAT(client.WaitUntilReady(In(absl::Seconds(20))), IsOk());
+  const std::int64_t head = Put(link->address(), "slow", "link");
+  ASSERT_GT(head, 0);
+  ASSERT_THAT(client.WaitForRevision(head, In(absl::Seconds(20))), IsOk());
+  EXPECT_EQ(client.Get(kNs, "slow"), "link");
 }
 
 TEST(ConfigClientTest, IdleStreamIsDroppedAndResumed) {

@@ -45,7 +45,6 @@ std::shared_ptr<grpc::Channel> Connect(const std::string& address, bool small_wi
   args.SetMaxReceiveMessageSize(64 << 20);
   // Reconnect promptly after the server restarts (the default backoff is 1 s+).
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 50);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 50);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 200);
   if (small_window) {
     // A reader that stops reading must stall the server's writes quickly.
