@@ -7,6 +7,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "service/convert.h"
+#include "service/security/transport.h"
 #include "service/validate.h"
 
 namespace snapconf {
@@ -183,8 +184,6 @@ const EntryChange* FindChange(const std::vector<EntryChange>& changes, std::stri
 }
 
 }  // namespace
-
-std::string CallerIdentity(const grpc::CallbackServerContext& /*ctx*/) { return "anonymous"; }
 
 ConfigServiceImpl::ConfigServiceImpl(Engine* engine, const Limits& limits, PageTokenCodec tokens,
                                      std::string node_id)

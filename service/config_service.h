@@ -60,7 +60,4 @@ class ConfigServiceImpl final : public v1::ConfigService::CallbackService {
   const std::string node_id_;
 };
 
-// The identity a call acts as; "anonymous" until authentication is enabled.
-std::string CallerIdentity(const grpc::CallbackServerContext& ctx);
-
 }  // namespace snapconf

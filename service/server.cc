@@ -77,6 +77,11 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 Server::~Server() { Shutdown(); }
 
 absl::Status Server::Start() {
+  // Transport security first: a refused exposure or a bad certificate fails
+  // the start before anything is opened.
+  ASSIGN_OR_RETURN(ServerSecurity security, MakeServerSecurity(options_.listen, options_.security));
+  if (!security.warning.empty()) LogLine(security.warning);
+  tokens_ = security.tokens;
   if (options_.store != "sqlite") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown --store=", options_.store, " (supported: sqlite)"));
@@ -112,7 +117,7 @@ absl::Status Server::Start() {
   // gRPC sets SO_REUSEPORT by default, which would let a second snapconfd
   // share a port with a running one instead of failing to start.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options_.listen, security.credentials, &port);
   builder.SetMaxReceiveMessageSize(options_.limits.max_receive_message_bytes);
   const std::string node_id = options_.node_id;
   config_service_ = std::make_unique<ConfigServiceImpl>(
@@ -166,6 +171,14 @@ void Server::CheckHealth() {
   const bool healthy = engine_->store().Health().ok();
   grpc_server_->GetHealthCheckService()->SetServingStatus(healthy);
   grpc_server_->GetHealthCheckService()->SetServingStatus("snapconf.v1.ConfigService", healthy);
+}
+
+void Server::ReloadCredentials() {
+  if (tokens_ == nullptr) return;
+  if (absl::Status s = tokens_->ReloadIfChanged(); !s.ok()) {
+    // The previous tokens stay in force; say so once per failed attempt.
+    LogLine(absl::StrCat("tokens file not reloaded, previous tokens stay in force: ", s.message()));
+  }
 }
 
 void Server::Shutdown() {

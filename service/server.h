@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "service/engine.h"
 #include "service/limits.h"
+#include "service/security/transport.h"
 #include "service/store/store.h"
 #include "service/watch/watch_hub.h"
 
@@ -45,6 +46,8 @@ struct ServerOptions {
   absl::Duration keepalive_timeout = absl::Seconds(10);
   absl::Duration keepalive_min_client_ping = absl::Seconds(10);
   // --- end watch fan-out ---
+  // TLS, tokens and the loopback-only default (service/security/transport.h).
+  TransportSecurityOptions security;
 };
 
 class Server {
@@ -61,6 +64,8 @@ class Server {
   void Shutdown();
   // Mirrors the store's health into the gRPC health service.
   void CheckHealth();
+  // Re-reads the tokens file if it changed (certificates reload by themselves).
+  void ReloadCredentials();
 
   // host:port actually bound.
   const std::string& address() const { return address_; }
@@ -78,6 +83,7 @@ class Server {
   std::unique_ptr<ConfigServiceImpl> config_service_;
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
+  std::shared_ptr<TokenVerifier> tokens_;  // null without a tokens file
   bool serving_ = false;
 };
 

@@ -50,6 +50,22 @@ ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(10),
           "Close a connection whose keepalive ping is not answered within this.");
 // --- end watch fan-out ---
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM certificate chain of the server; enables TLS.");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls-cert-file.");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle that client certificates must chain to (mutual TLS); a client "
+          "certificate's subject becomes the caller's identity.");
+ABSL_FLAG(std::string, tls_client_auth, "require",
+          "With --tls-client-ca-file: require (refuse clients without a valid certificate) or "
+          "request (verify one when offered).");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
+          "How often certificate files are re-read, so rotated certificates need no restart.");
+ABSL_FLAG(std::string, tokens_file, "",
+          "Bearer tokens file (id, identity and SHA-256 of each secret; mode 0600); needs TLS. "
+          "Re-read when it changes.");
+ABSL_FLAG(bool, allow_insecure_non_loopback, false,
+          "Serve a non-loopback --listen address without TLS and authentication. Anyone who can "
+          "reach it can read and change every setting.");
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
@@ -95,6 +111,13 @@ int main(int argc, char** argv) {
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);
   // --- end watch fan-out ---
+  options.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.security.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.security.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  options.security.tls_client_auth = absl::GetFlag(FLAGS_tls_client_auth);
+  options.security.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  options.security.tokens_file = absl::GetFlag(FLAGS_tokens_file);
+  options.security.allow_insecure_non_loopback = absl::GetFlag(FLAGS_allow_insecure_non_loopback);
 
   snapconf::Server server(options);
   if (absl::Status s = server.Start(); !s.ok()) {
@@ -125,6 +148,7 @@ int main(int argc, char** argv) {
       break;
     }
     server.CheckHealth();
+    server.ReloadCredentials();
   }
   server.Shutdown();
   return 0;
