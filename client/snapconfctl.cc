@@ -3,14 +3,18 @@
 // snapconfctl: the admin command line of snapconf. This file holds argument
 // handling, help texts and I/O; formatting and parsing live in client/cli/
 // (tested without a server), RPCs and endpoint rotation in AdminClient.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,13 +22,16 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/time.h"
 #include "client/admin_client.h"
 #include "client/cli/args.h"
+#include "client/cli/document.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/export_doc.h"
 #include "client/cli/format.h"
 #include "client/cli/txn_file.h"
 #include "common/status_macros.h"
+#include "service/security/tokens.h"
 
 namespace snapconf::cli {
 namespace {
@@ -53,6 +60,7 @@ Commands:
   import FILE           make a namespace equal to an exported document, as one revision
   watch NS...           follow changes, one line per change (see watch --help)
   status                describe the server
+  token new ID IDENTITY make a bearer token: the secret goes to a file, the hash to the server
 
 Global flags (anywhere on the line):
   --endpoints H:P,...   servers to talk to; default $SNAPCONF_ENDPOINTS, else 127.0.0.1:7070.
@@ -453,6 +461,66 @@ absl::Status RunWatch(Context& ctx, const ParsedArgs& args) {
   });
 }
 
+absl::Status RunTokenNew(Context& ctx, const ParsedArgs& args) {
+  if (args.positionals[0] != "new") {
+    return absl::InvalidArgumentError("token: the only subcommand is \"new\"");
+  }
+  const std::string& id = args.positionals[1];
+  const std::string& identity = args.positionals[2];
+  const std::optional<std::string> secret_file = args.Get("--secret-file");
+  if (!secret_file) {
+    return absl::InvalidArgumentError(
+        "token new: --secret-file is required (the secret is never printed)");
+  }
+  if (!ValidTokenId(id)) {
+    return absl::InvalidArgumentError("token new: TOKEN_ID must be [A-Za-z0-9_-]{1,64}");
+  }
+  if (!ValidIdentity(identity)) {
+    return absl::InvalidArgumentError("token new: IDENTITY must be [A-Za-z0-9_.@:/-]{1,128}");
+  }
+  std::string line = absl::StrCat(id, " ", identity, " ");
+  ASSIGN_OR_RETURN(NewToken token, MakeToken());
+  absl::StrAppend(&line, token.hash);
+  if (auto expires = args.Get("--expires")) {
+    absl::Time t;
+    std::string error;
+    if (!absl::ParseTime(absl::RFC3339_full, *expires, &t, &error)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--expires must be an RFC 3339 time such as 2027-01-31T00:00:00Z: ", error));
+    }
+    absl::StrAppend(&line,
+                    " expires=", absl::FormatTime(absl::RFC3339_sec, t, absl::UTCTimeZone()));
+  }
+  // The same checks the server applies, so a line that is printed is a line it accepts.
+  RETURN_IF_ERROR(TokenVerifier::Parse(line).status());
+  // O_EXCL: never overwrite an existing credential by accident.
+  const int fd = ::open(secret_file->c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create ", *secret_file, ": ", std::strerror(errno), " (it must not exist yet)"));
+  }
+  const std::string presented = absl::StrCat(id, ".", token.secret, "\n");
+  const bool written =
+      ::write(fd, presented.data(), presented.size()) == static_cast<ssize_t>(presented.size()) &&
+      ::fsync(fd) == 0;
+  ::close(fd);
+  if (!written) {
+    ::unlink(secret_file->c_str());
+    return absl::InternalError(absl::StrCat("cannot write ", *secret_file));
+  }
+  if (ctx.format == OutputFormat::kTable) {
+    Print(absl::StrCat(line, "\n"));
+  } else {
+    Json doc = {{"token_id", id},
+                {"identity", identity},
+                {"secret_file", *secret_file},
+                {"tokens_file_line", line}};
+    Print(ctx.format == OutputFormat::kJson ? doc.dump(2) + "\n"
+                                            : ToYaml(doc, YamlStrings::kQuoteWhenNeeded));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunStatus(Context& ctx, const ParsedArgs& args) {
   ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
   ASSIGN_OR_RETURN(client::ServerStatus s, client.GetServerStatus());
@@ -732,6 +800,25 @@ Examples:
   snapconfctl --endpoints 10.0.0.2:7070 status -o json
 )",
        RunStatus},
+      {"token",
+       3,
+       3,
+       {{"--secret-file", "", true}, {"--expires", "", true}},
+       R"(Usage: snapconfctl token new TOKEN_ID IDENTITY --secret-file FILE [--expires TIME]
+
+Makes a bearer token for IDENTITY. The token (TOKEN_ID.SECRET) is written to
+FILE, created with mode 0600 (it must not exist yet), for use with
+--token-file. The line printed goes into the server's --tokens-file: it holds
+only the SHA-256 of the secret, so the tokens file is not a secret store.
+TOKEN_ID is public (logs and audit records show it). --expires takes an RFC
+3339 time after which the server refuses the token. Needs no server.
+
+Examples:
+  snapconfctl token new deploy-bot ci/deployer --secret-file deploy-bot.token >> tokens
+  snapconfctl token new alice alice@example.com --secret-file alice.token \\
+      --expires 2027-01-31T00:00:00Z
+)",
+       RunTokenNew},
   };
   return kCommands;
 }
