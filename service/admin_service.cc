@@ -1,16 +1,68 @@
 #include "service/admin_service.h"
 
+#include "absl/strings/str_cat.h"
+#include "service/convert.h"
+#include "service/security/transport.h"
+
 namespace snapconf {
 
-AdminServiceImpl::AdminServiceImpl(Engine* engine, std::string node_id, std::string version)
+namespace {
+
+// Admin on every namespace, or the reason why not.
+absl::Status AllowAdmin(const CallerIdentities& identities, const Authorizer& authz,
+                        const grpc::CallbackServerContext& ctx) {
+  return authz.CheckGlobal(identities.Of(ctx), Permission::kAdmin);
+}
+
+grpc::ServerUnaryReactor* NotServed(const CallerIdentities& identities, const Authorizer& authz,
+                                    grpc::CallbackServerContext* ctx, const char* what) {
+  auto* reactor = ctx->DefaultReactor();
+  absl::Status s = AllowAdmin(identities, authz, *ctx);
+  if (s.ok()) {
+    s = absl::UnimplementedError(
+        absl::StrCat(what, " through the API is not served yet; the policy is --policy-file"));
+  }
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+}  // namespace
+
+AdminServiceImpl::AdminServiceImpl(Engine* engine, std::string node_id, std::string version,
+                                   const CallerIdentities* identities, const Authorizer* authz)
     : engine_(engine),
       node_id_(std::move(node_id)),
       version_(std::move(version)),
-      start_time_(absl::Now()) {}
+      start_time_(absl::Now()),
+      identities_(identities),
+      authz_(authz) {}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetPolicy(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetPolicyRequest* /*request*/,
+                                                      v1::GetPolicyResponse* /*response*/) {
+  return NotServed(*identities_, *authz_, ctx, "reading the policy");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::UpdatePolicy(grpc::CallbackServerContext* ctx,
+                                                         const v1::UpdatePolicyRequest* /*request*/,
+                                                         v1::UpdatePolicyResponse* /*response*/) {
+  return NotServed(*identities_, *authz_, ctx, "changing the policy");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListAuditEvents(
+    grpc::CallbackServerContext* ctx, const v1::ListAuditEventsRequest* /*request*/,
+    v1::ListAuditEventsResponse* /*response*/) {
+  return NotServed(*identities_, *authz_, ctx, "the audit log");
+}
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetServerStatus(
     grpc::CallbackServerContext* ctx, const v1::GetServerStatusRequest* /*request*/,
     v1::GetServerStatusResponse* response) {
+  if (absl::Status s = AllowAdmin(*identities_, *authz_, *ctx); !s.ok()) {
+    auto* reactor = ctx->DefaultReactor();
+    reactor->Finish(ToGrpc(s));
+    return reactor;
+  }
   response->set_node_id(node_id_);
   response->set_version(version_);
   response->set_store(std::string(engine_->store().kind()));

@@ -12,17 +12,34 @@
 
 #include "absl/time/time.h"
 #include "service/engine.h"
+#include "service/security/policy.h"
+#include "service/security/transport.h"
 #include "snapconf/v1/admin_service.grpc.pb.h"
 
 namespace snapconf {
 
 class AdminServiceImpl final : public v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(Engine* engine, std::string node_id, std::string version);
+  // `identities` and `authz` must outlive the service; every method needs
+  // admin on "*".
+  AdminServiceImpl(Engine* engine, std::string node_id, std::string version,
+                   const CallerIdentities* identities, const Authorizer* authz);
 
   grpc::ServerUnaryReactor* GetServerStatus(grpc::CallbackServerContext* ctx,
                                             const v1::GetServerStatusRequest* request,
                                             v1::GetServerStatusResponse* response) override;
+  // Policy and audit through the API are not served yet; the policy lives in
+  // --policy-file. These answer PERMISSION_DENIED to non-admins first, so the
+  // method list reveals nothing to them, then UNIMPLEMENTED.
+  grpc::ServerUnaryReactor* GetPolicy(grpc::CallbackServerContext* ctx,
+                                      const v1::GetPolicyRequest* request,
+                                      v1::GetPolicyResponse* response) override;
+  grpc::ServerUnaryReactor* UpdatePolicy(grpc::CallbackServerContext* ctx,
+                                         const v1::UpdatePolicyRequest* request,
+                                         v1::UpdatePolicyResponse* response) override;
+  grpc::ServerUnaryReactor* ListAuditEvents(grpc::CallbackServerContext* ctx,
+                                            const v1::ListAuditEventsRequest* request,
+                                            v1::ListAuditEventsResponse* response) override;
 
   // Counts open watch streams for status; set by the watch service.
   void set_open_watches_source(const std::atomic<int64_t>* source) { open_watches_ = source; }
@@ -33,6 +50,8 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   const std::string version_;
   const absl::Time start_time_;
   const std::atomic<int64_t>* open_watches_ = nullptr;
+  const CallerIdentities* const identities_;
+  const Authorizer* const authz_;
 };
 
 }  // namespace snapconf

@@ -186,8 +186,19 @@ const EntryChange* FindChange(const std::vector<EntryChange>& changes, std::stri
 }  // namespace
 
 ConfigServiceImpl::ConfigServiceImpl(Engine* engine, const Limits& limits, PageTokenCodec tokens,
-                                     std::string node_id)
-    : engine_(engine), limits_(limits), tokens_(std::move(tokens)), node_id_(std::move(node_id)) {}
+                                     std::string node_id, const CallerIdentities* identities,
+                                     const Authorizer* authz)
+    : engine_(engine),
+      limits_(limits),
+      tokens_(std::move(tokens)),
+      node_id_(std::move(node_id)),
+      identities_(identities),
+      authz_(authz) {}
+
+absl::Status ConfigServiceImpl::Allow(const grpc::CallbackServerContext& ctx, Permission needed,
+                                      const std::string& ns) const {
+  return authz_->Check(identities_->Of(ctx), needed, ns);
+}
 
 void ConfigServiceImpl::FillHeader(Revision revision, v1::ResponseHeader* header) const {
   header->set_revision(revision);
@@ -229,6 +240,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Get(grpc::CallbackServerContext* ct
   auto* reactor = ctx->DefaultReactor();
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidateKey(request->key(), limits_);
+  if (valid.ok()) valid = Allow(*ctx, Permission::kRead, request->namespace_());
   if (valid.ok()) valid = CheckRevisionField(request->revision(), "revision");
   if (valid.ok()) valid = CheckRevisionField(request->min_revision(), "min_revision");
   if (!valid.ok()) {
@@ -289,6 +301,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::List(grpc::CallbackServerContext* c
   auto* reactor = ctx->DefaultReactor();
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidatePrefix(request->prefix(), limits_);
+  if (valid.ok()) valid = Allow(*ctx, Permission::kRead, request->namespace_());
   if (valid.ok()) valid = CheckRevisionField(request->revision(), "revision");
   if (valid.ok()) valid = CheckRevisionField(request->min_revision(), "min_revision");
   if (valid.ok() && request->page_size() < 0) {
@@ -309,9 +322,11 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::List(grpc::CallbackServerContext* c
 // ---- ListNamespaces ----
 
 absl::Status ConfigServiceImpl::DoListNamespaces(const v1::ListNamespacesRequest& request,
+                                                 const std::string& identity,
                                                  v1::ListNamespacesResponse* response) {
   ASSIGN_OR_RETURN(SnapshotPtr snapshot, engine_->SnapshotAt(request.revision()));
   for (const std::string& ns : snapshot->Namespaces()) {
+    if (!authz_->CanRead(identity, ns)) continue;
     v1::NamespaceInfo* info = response->add_namespaces();
     info->set_namespace_(ns);
     info->set_key_count(static_cast<int64_t>(snapshot->NamespaceSize(ns)));
@@ -325,7 +340,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::ListNamespaces(
     v1::ListNamespacesResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   absl::Status s = CheckRevisionField(request->revision(), "revision");
-  if (s.ok()) s = DoListNamespaces(*request, response);
+  if (s.ok()) s = DoListNamespaces(*request, identities_->Of(*ctx), response);
   reactor->Finish(ToGrpc(s));
   return reactor;
 }
@@ -338,6 +353,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Put(grpc::CallbackServerContext* ct
   auto* reactor = ctx->DefaultReactor();
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidateKey(request->key(), limits_);
+  if (valid.ok()) valid = Allow(*ctx, Permission::kWrite, request->namespace_());
   if (valid.ok()) valid = ValidateValue(request->value(), limits_);
   if (valid.ok()) valid = ValidateContentType(request->content_type(), limits_);
   if (valid.ok()) valid = ValidateMessage(request->message(), limits_);
@@ -349,7 +365,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Put(grpc::CallbackServerContext* ct
     return reactor;
   }
   WriteRequest write;
-  write.author = CallerIdentity(*ctx);
+  write.author = identities_->Of(*ctx);
   write.message = request->message();
   if (request->has_expected_mod_revision()) {
     write.compares.push_back({.ns = request->namespace_(),
@@ -382,6 +398,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Delete(grpc::CallbackServerContext*
   auto* reactor = ctx->DefaultReactor();
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidateKey(request->key(), limits_);
+  if (valid.ok()) valid = Allow(*ctx, Permission::kWrite, request->namespace_());
   if (valid.ok()) valid = ValidateMessage(request->message(), limits_);
   if (valid.ok() && request->has_expected_mod_revision()) {
     valid = CheckRevisionField(request->expected_mod_revision(), "expected_mod_revision");
@@ -391,7 +408,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Delete(grpc::CallbackServerContext*
     return reactor;
   }
   WriteRequest write;
-  write.author = CallerIdentity(*ctx);
+  write.author = identities_->Of(*ctx);
   write.message = request->message();
   // Deleting an absent key is NOT_FOUND, decided atomically with the write.
   write.compares.push_back({.ns = request->namespace_(),
@@ -441,7 +458,21 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Txn(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpc(write.status()));
     return reactor;
   }
-  write->author = CallerIdentity(*ctx);
+  // A compare reveals what it compares against: it needs read; a change needs write.
+  const std::string identity = identities_->Of(*ctx);
+  for (const Compare& c : write->compares) {
+    if (absl::Status s = authz_->Check(identity, Permission::kRead, c.ns); !s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+  }
+  for (const Mutation& m : write->changes.mutations()) {
+    if (absl::Status s = authz_->Check(identity, Permission::kWrite, m.ns); !s.ok()) {
+      reactor->Finish(ToGrpc(s));
+      return reactor;
+    }
+  }
+  write->author = identity;
   engine_->Write(std::move(*write), [this, reactor, response](absl::StatusOr<CommitResult> result) {
     if (!result.ok()) {
       reactor->Finish(ToGrpc(result.status()));
@@ -512,6 +543,13 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::History(grpc::CallbackServerContext
     s = request->namespace_().empty() ? absl::InvalidArgumentError("key requires a namespace")
                                       : ValidateKey(request->key(), limits_);
   }
+  // History across every namespace needs read on all of them.
+  if (s.ok()) {
+    const std::string identity = identities_->Of(*ctx);
+    s = request->namespace_().empty()
+            ? authz_->CheckGlobal(identity, Permission::kRead)
+            : authz_->Check(identity, Permission::kRead, request->namespace_());
+  }
   if (s.ok()) s = CheckRevisionField(request->from_revision(), "from_revision");
   if (s.ok()) s = CheckRevisionField(request->to_revision(), "to_revision");
   if (s.ok() && request->page_size() < 0) s = absl::InvalidArgumentError("page_size is negative");
@@ -540,6 +578,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Diff(grpc::CallbackServerContext* c
   auto* reactor = ctx->DefaultReactor();
   absl::Status s = ValidateNamespace(request->namespace_(), limits_);
   if (s.ok()) s = ValidatePrefix(request->prefix(), limits_);
+  if (s.ok()) s = Allow(*ctx, Permission::kRead, request->namespace_());
   if (s.ok()) s = CheckRevisionField(request->to_revision(), "to_revision");
   if (s.ok() && request->from_revision() <= 0) {
     s = absl::InvalidArgumentError("from_revision must be at least 1");
@@ -554,6 +593,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Rollback(grpc::CallbackServerContex
                                                       v1::RollbackResponse* response) {
   auto* reactor = ctx->DefaultReactor();
   absl::Status s = ValidateNamespace(request->namespace_(), limits_);
+  if (s.ok()) s = Allow(*ctx, Permission::kWrite, request->namespace_());
   if (s.ok()) s = ValidateMessage(request->message(), limits_);
   if (s.ok() && request->to_revision() <= 0) {
     s = absl::InvalidArgumentError("to_revision must be at least 1");
@@ -569,7 +609,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Rollback(grpc::CallbackServerContex
   if (request->has_expected_namespace_revision()) {
     expected = request->expected_namespace_revision();
   }
-  engine_->Rollback(request->namespace_(), request->to_revision(), expected, CallerIdentity(*ctx),
+  engine_->Rollback(request->namespace_(), request->to_revision(), expected, identities_->Of(*ctx),
                     request->message(),
                     [this, reactor, response](absl::StatusOr<CommitResult> result) {
                       if (!result.ok()) {

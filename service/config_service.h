@@ -13,14 +13,19 @@
 #include "service/engine.h"
 #include "service/limits.h"
 #include "service/page_token.h"
+#include "service/security/policy.h"
+#include "service/security/transport.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
 
 namespace snapconf {
 
 class ConfigServiceImpl final : public v1::ConfigService::CallbackService {
  public:
+  // `identities` names each caller and `authz` decides every call (see
+  // service/security/); both must outlive the service.
   ConfigServiceImpl(Engine* engine, const Limits& limits, PageTokenCodec tokens,
-                    std::string node_id);
+                    std::string node_id, const CallerIdentities* identities,
+                    const Authorizer* authz);
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* ctx, const v1::GetRequest* request,
                                 v1::GetResponse* response) override;
@@ -50,7 +55,10 @@ class ConfigServiceImpl final : public v1::ConfigService::CallbackService {
   absl::Status DoGet(const v1::GetRequest& request, v1::GetResponse* response);
   absl::Status DoList(const v1::ListRequest& request, v1::ListResponse* response);
   absl::Status DoListNamespaces(const v1::ListNamespacesRequest& request,
-                                v1::ListNamespacesResponse* response);
+                                const std::string& identity, v1::ListNamespacesResponse* response);
+  // OK when the caller holds `needed` on `ns`; PERMISSION_DENIED otherwise.
+  absl::Status Allow(const grpc::CallbackServerContext& ctx, Permission needed,
+                     const std::string& ns) const;
   absl::Status DoHistory(const v1::HistoryRequest& request, v1::HistoryResponse* response);
   absl::Status DoDiff(const v1::DiffRequest& request, v1::DiffResponse* response);
 
@@ -58,6 +66,8 @@ class ConfigServiceImpl final : public v1::ConfigService::CallbackService {
   const Limits limits_;
   const PageTokenCodec tokens_;
   const std::string node_id_;
+  const CallerIdentities* const identities_;
+  const Authorizer* const authz_;
 };
 
 }  // namespace snapconf

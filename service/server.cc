@@ -82,6 +82,15 @@ absl::Status Server::Start() {
   ASSIGN_OR_RETURN(ServerSecurity security, MakeServerSecurity(options_.listen, options_.security));
   if (!security.warning.empty()) LogLine(security.warning);
   tokens_ = security.tokens;
+  identities_ = security.identities;
+  // Authorization is on whenever callers are authenticated; an unauthenticated
+  // server is loopback-only (checked above) and lets local callers do anything.
+  ASSIGN_OR_RETURN(authz_, Authorizer::Open({.enabled = options_.security.tls() &&
+                                                        options_.security.authenticates(),
+                                             .policy_file = options_.policy_file}));
+  if (authz_->enabled() && options_.policy_file.empty()) {
+    LogLine("no --policy-file: authenticated callers are granted nothing, every call is denied");
+  }
   if (options_.store != "sqlite") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown --store=", options_.store, " (supported: sqlite)"));
@@ -120,9 +129,11 @@ absl::Status Server::Start() {
   builder.AddListeningPort(options_.listen, security.credentials, &port);
   builder.SetMaxReceiveMessageSize(options_.limits.max_receive_message_bytes);
   const std::string node_id = options_.node_id;
-  config_service_ = std::make_unique<ConfigServiceImpl>(
-      engine_.get(), options_.limits, PageTokenCodec(std::move(token_key)), node_id);
-  admin_service_ = std::make_unique<AdminServiceImpl>(engine_.get(), node_id, kVersion);
+  config_service_ = std::make_unique<ConfigServiceImpl>(engine_.get(), options_.limits,
+                                                        PageTokenCodec(std::move(token_key)),
+                                                        node_id, identities_.get(), authz_.get());
+  admin_service_ = std::make_unique<AdminServiceImpl>(engine_.get(), node_id, kVersion,
+                                                      identities_.get(), authz_.get());
   builder.RegisterService(config_service_.get());
   builder.RegisterService(admin_service_.get());
   // --- watch fan-out (service/watch) ---
@@ -132,6 +143,15 @@ absl::Status Server::Start() {
       [limits](std::string_view ns, const std::vector<std::string>& prefixes) -> absl::Status {
         RETURN_IF_ERROR(ValidateNamespace(std::string(ns), limits));
         for (const std::string& prefix : prefixes) RETURN_IF_ERROR(ValidatePrefix(prefix, limits));
+        return absl::OkStatus();
+      },
+      // Every watched namespace needs read: a watch is a read that goes on.
+      [identities = identities_.get(), authz = authz_.get()](
+          const grpc::CallbackServerContext& ctx, const WatchSpec& spec) -> absl::Status {
+        const std::string identity = identities->Of(ctx);
+        for (const WatchFilterSpec& filter : spec.filters) {
+          RETURN_IF_ERROR(authz->Check(identity, Permission::kRead, filter.ns));
+        }
         return absl::OkStatus();
       });
   builder.RegisterService(watch_service_.get());
@@ -174,10 +194,18 @@ void Server::CheckHealth() {
 }
 
 void Server::ReloadCredentials() {
-  if (tokens_ == nullptr) return;
-  if (absl::Status s = tokens_->ReloadIfChanged(); !s.ok()) {
-    // The previous tokens stay in force; say so once per failed attempt.
-    LogLine(absl::StrCat("tokens file not reloaded, previous tokens stay in force: ", s.message()));
+  // A broken file is reported once per version of it; what was in force stays.
+  if (tokens_ != nullptr) {
+    if (absl::Status s = tokens_->ReloadIfChanged(); !s.ok()) {
+      LogLine(
+          absl::StrCat("tokens file not reloaded, previous tokens stay in force: ", s.message()));
+    }
+  }
+  if (authz_ != nullptr) {
+    if (absl::Status s = authz_->ReloadIfChanged(); !s.ok()) {
+      LogLine(
+          absl::StrCat("policy file not reloaded, previous policy stays in force: ", s.message()));
+    }
   }
 }
 

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "service/engine.h"
 #include "service/limits.h"
+#include "service/security/policy.h"
 #include "service/security/transport.h"
 #include "service/store/store.h"
 #include "service/watch/watch_hub.h"
@@ -48,6 +49,8 @@ struct ServerOptions {
   // --- end watch fan-out ---
   // TLS, tokens and the loopback-only default (service/security/transport.h).
   TransportSecurityOptions security;
+  // Roles and bindings (service/security/policy.h), re-read when changed.
+  std::string policy_file;
 };
 
 class Server {
@@ -64,7 +67,8 @@ class Server {
   void Shutdown();
   // Mirrors the store's health into the gRPC health service.
   void CheckHealth();
-  // Re-reads the tokens file if it changed (certificates reload by themselves).
+  // Re-reads the tokens and policy files if they changed (certificates reload
+  // by themselves).
   void ReloadCredentials();
 
   // host:port actually bound.
@@ -84,6 +88,8 @@ class Server {
   std::unique_ptr<AdminServiceImpl> admin_service_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::shared_ptr<TokenVerifier> tokens_;  // null without a tokens file
+  std::shared_ptr<const CallerIdentities> identities_;
+  std::unique_ptr<Authorizer> authz_;
   bool serving_ = false;
 };
 

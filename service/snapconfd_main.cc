@@ -63,6 +63,9 @@ ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(10),
 ABSL_FLAG(std::string, tokens_file, "",
           "Bearer tokens file (id, identity and SHA-256 of each secret; mode 0600); needs TLS. "
           "Re-read when it changes.");
+ABSL_FLAG(std::string, policy_file, "",
+          "Roles and bindings (YAML) that authorize authenticated callers; re-read when it "
+          "changes. Without it, authenticated callers are granted nothing.");
 ABSL_FLAG(bool, allow_insecure_non_loopback, false,
           "Serve a non-loopback --listen address without TLS and authentication. Anyone who can "
           "reach it can read and change every setting.");
@@ -118,6 +121,7 @@ int main(int argc, char** argv) {
   options.security.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
   options.security.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   options.security.allow_insecure_non_loopback = absl::GetFlag(FLAGS_allow_insecure_non_loopback);
+  options.policy_file = absl::GetFlag(FLAGS_policy_file);
 
   snapconf::Server server(options);
   if (absl::Status s = server.Start(); !s.ok()) {

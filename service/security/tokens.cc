@@ -4,7 +4,6 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <sys/stat.h>
 
 #include <fstream>
 #include <sstream>
@@ -35,7 +34,6 @@ bool AllOf(absl::string_view s, size_t max_len, absl::string_view extra) {
   }
   return true;
 }
-
 
 std::string Sha256(absl::string_view data) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
@@ -123,14 +121,11 @@ TokenVerifier::~TokenVerifier() = default;
 
 absl::Status TokenVerifier::ReloadIfChanged() {
   MutexLock lock(&reload_mu_);
-  struct stat st {};
-  if (::stat(path_.c_str(), &st) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot read tokens file ", path_));
-  }
-  const int64_t mtime_ns =
-      static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
-  if (mtime_ns == mtime_ns_ && st.st_size == size_) return absl::OkStatus();
-  if ((st.st_mode & 0077) != 0) {
+  ASSIGN_OR_RETURN(const FileStamp stamp, StampOf(path_));
+  // A file already loaded, or already refused (and reported), is not re-read.
+  if (stamp == loaded_ || stamp == refused_) return absl::OkStatus();
+  refused_ = stamp;
+  if ((stamp.mode & 0077) != 0) {
     // Hashes are not secrets, but who may read them decides who can brute
     // force a weak secret offline; the server refuses to trust such a file.
     return absl::FailedPreconditionError(absl::StrCat(
@@ -145,8 +140,7 @@ absl::Status TokenVerifier::ReloadIfChanged() {
     return absl::Status(table.status().code(), absl::StrCat(path_, ": ", table.status().message()));
   tables_.push_back(std::make_unique<const Table>(*std::move(table)));
   current_.store(tables_.back().get(), std::memory_order_release);
-  mtime_ns_ = mtime_ns;
-  size_ = st.st_size;
+  loaded_ = stamp;
   return absl::OkStatus();
 }
 

@@ -36,6 +36,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
+#include "service/security/file_stamp.h"
 
 namespace snapconf {
 
@@ -68,7 +69,8 @@ class TokenVerifier {
   absl::StatusOr<TokenIdentity> Verify(absl::string_view presented) const;
 
   // Re-reads the file when its modification time or size changed. A file
-  // that no longer parses keeps the previous table and returns the error.
+  // that no longer parses keeps the previous table and returns the error
+  // (once: the same broken file is not re-read).
   absl::Status ReloadIfChanged() ABSL_LOCKS_EXCLUDED(reload_mu_);
 
   // Number of tokens in the current table.
@@ -81,8 +83,8 @@ class TokenVerifier {
   std::atomic<const Table*> current_{nullptr};
   Mutex reload_mu_;  // serializes reloads; Verify never takes it
   std::vector<std::unique_ptr<const Table>> tables_ ABSL_GUARDED_BY(reload_mu_);
-  int64_t mtime_ns_ ABSL_GUARDED_BY(reload_mu_) = -1;
-  int64_t size_ ABSL_GUARDED_BY(reload_mu_) = -1;
+  FileStamp loaded_ ABSL_GUARDED_BY(reload_mu_);
+  FileStamp refused_ ABSL_GUARDED_BY(reload_mu_);
 };
 
 // A fresh secret (43 characters of base64url from 32 random bytes) and the

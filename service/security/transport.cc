@@ -76,18 +76,29 @@ absl::Status CheckCaBundle(const std::string& path) {
   return absl::OkStatus();
 }
 
-// Attaches the caller's identity to the call's AuthContext before any handler
-// runs. Bearer tokens are consumed here, so handlers never see a secret.
-class IdentityProcessor final : public grpc::AuthMetadataProcessor {
+// The subject (or common name) of the verified client certificate, if any.
+std::string CertificateSubject(const grpc::AuthContext& context) {
+  for (const char* property : {GRPC_X509_SUBJECT_PROPERTY_NAME, GRPC_X509_CN_PROPERTY_NAME}) {
+    std::vector<grpc::string_ref> values = context.FindPropertyValues(property);
+    if (!values.empty() && values.front().size() > 0) {
+      return std::string(values.front().data(), values.front().size());
+    }
+  }
+  return "";
+}
+
+// Refuses calls whose credentials are wrong or missing, before any handler
+// runs. It only decides; CallerIdentities names the caller later.
+class CredentialsGate final : public grpc::AuthMetadataProcessor {
  public:
-  IdentityProcessor(std::shared_ptr<TokenVerifier> tokens, bool require_identity)
+  CredentialsGate(std::shared_ptr<TokenVerifier> tokens, bool require_identity)
       : tokens_(std::move(tokens)), require_identity_(require_identity) {}
 
   // Verification is a hash and a table lookup: cheap enough to run inline.
   bool IsBlocking() const override { return false; }
 
   grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
-                       OutputMetadata* consumed_auth_metadata,
+                       OutputMetadata* /*consumed_auth_metadata*/,
                        OutputMetadata* /*response_metadata*/) override {
     auto it = auth_metadata.find("authorization");
     if (it != auth_metadata.end()) {
@@ -102,22 +113,9 @@ class IdentityProcessor final : public grpc::AuthMetadataProcessor {
       if (!who.ok()) {
         return {grpc::StatusCode::UNAUTHENTICATED, std::string(who.status().message())};
       }
-      context->AddProperty(kIdentityProperty, who->identity);
-      consumed_auth_metadata->insert(
-          std::make_pair(std::string(it->first.data(), it->first.size()),
-                         std::string(it->second.data(), it->second.size())));
       return grpc::Status::OK;
     }
-    // A verified client certificate (the handshake already checked it).
-    for (const char* property : {GRPC_X509_SUBJECT_PROPERTY_NAME, GRPC_X509_CN_PROPERTY_NAME}) {
-      std::vector<grpc::string_ref> values = context->FindPropertyValues(property);
-      if (!values.empty() && values.front().size() > 0) {
-        context->AddProperty(kIdentityProperty,
-                             std::string(values.front().data(), values.front().size()));
-        return grpc::Status::OK;
-      }
-    }
-    if (require_identity_) {
+    if (require_identity_ && CertificateSubject(*context).empty()) {
       return {grpc::StatusCode::UNAUTHENTICATED,
               "credentials required: a bearer token or a client certificate"};
     }
@@ -181,6 +179,7 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(absl::string_view listen,
   }
   if (!tls) {
     security.credentials = grpc::InsecureServerCredentials();
+    security.identities = std::make_shared<const CallerIdentities>(nullptr);
     return security;
   }
 
@@ -208,15 +207,28 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(absl::string_view listen,
   }
   security.credentials = grpc::experimental::TlsServerCredentials(tls_options);
   security.credentials->SetAuthMetadataProcessor(
-      std::make_shared<IdentityProcessor>(security.tokens, options.authenticates()));
+      std::make_shared<CredentialsGate>(security.tokens, options.authenticates()));
+  security.identities = std::make_shared<const CallerIdentities>(security.tokens);
   return security;
 }
 
-std::string CallerIdentity(const grpc::ServerContextBase& context) {
+std::string CallerIdentities::Of(const grpc::ServerContextBase& context) const {
+  if (tokens_ != nullptr) {
+    const auto& metadata = context.client_metadata();
+    auto it = metadata.find("authorization");
+    if (it != metadata.end()) {
+      absl::string_view value(it->second.data(), it->second.size());
+      // The gate let this call in, so the token verified moments ago; if it
+      // was revoked since, the call is nobody's and every check denies it.
+      if (!absl::ConsumePrefix(&value, kBearer)) return "";
+      absl::StatusOr<TokenIdentity> who = tokens_->Verify(value);
+      return who.ok() ? who->identity : "";
+    }
+  }
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   if (auth != nullptr) {
-    std::vector<grpc::string_ref> values = auth->FindPropertyValues(kIdentityProperty);
-    if (!values.empty()) return std::string(values.front().data(), values.front().size());
+    std::string subject = CertificateSubject(*auth);
+    if (!subject.empty()) return subject;
   }
   return "anonymous";
 }

@@ -13,9 +13,12 @@
 //     authentication source (tokens or required client certificates), or the
 //     explicit --allow-insecure-non-loopback, which is logged loudly.
 //
-// The identity is attached by gRPC's AuthMetadataProcessor before any handler
-// runs and read back with CallerIdentity(); a caller-supplied header can never
-// set it.
+// gRPC's AuthMetadataProcessor refuses calls with bad or missing credentials
+// before any handler runs; CallerIdentities then names the caller of each call
+// from the verified token or the handshake's certificate. Identities are
+// derived per call, never stored on the connection: properties added to a
+// call's AuthContext were seen to outlive the call and name later callers on
+// the same connection.
 //
 // Thread safety: the credentials and processor are used by gRPC from any
 // thread; the functions here are pure.
@@ -66,19 +69,24 @@ bool IsLoopbackListenAddress(absl::string_view listen);
 // mistake fails the start with one sentence instead of failing every
 // handshake later). `warning` receives a line to log loudly when the options
 // deliberately expose an insecure listener.
+// Names the caller of a call: the identity of its bearer token, else the
+// subject of its verified client certificate, else "anonymous".
+class CallerIdentities {
+ public:
+  explicit CallerIdentities(std::shared_ptr<TokenVerifier> tokens) : tokens_(std::move(tokens)) {}
+  std::string Of(const grpc::ServerContextBase& context) const;
+
+ private:
+  const std::shared_ptr<TokenVerifier> tokens_;  // null: tokens are not accepted
+};
+
 struct ServerSecurity {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   std::shared_ptr<TokenVerifier> tokens;  // null without a tokens file
+  std::shared_ptr<const CallerIdentities> identities;
   std::string warning;
 };
 absl::StatusOr<ServerSecurity> MakeServerSecurity(absl::string_view listen,
                                                   const TransportSecurityOptions& options);
-
-// Who is calling: the identity attached during authentication, else
-// "anonymous".
-std::string CallerIdentity(const grpc::ServerContextBase& context);
-
-// The AuthContext property that carries the authenticated identity.
-inline constexpr char kIdentityProperty[] = "snapconf_identity";
 
 }  // namespace snapconf

@@ -19,8 +19,8 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
                            private WatchSink {
  public:
   WatchReactor(WatchHub* hub, const WatchNameValidator* validate,
-               grpc::CallbackServerContext* context)
-      : hub_(hub), validate_(validate) {
+               const WatchServiceImpl::AccessCheck* access, grpc::CallbackServerContext* context)
+      : hub_(hub), validate_(validate), access_(access), context_(context) {
     absl::StatusOr<std::shared_ptr<Watcher>> watcher = hub_->Open(context->peer(), this);
     if (!watcher.ok()) {
       // Nothing was started: this is the stream's only Finish.
@@ -55,6 +55,13 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
         watcher_->Finish(InvalidArgument(std::string(spec.status().message())));
         return;
       }
+      if (*access_) {
+        if (absl::Status allowed = (*access_)(*context_, *spec); !allowed.ok()) {
+          watcher_->Finish(grpc::Status(static_cast<grpc::StatusCode>(allowed.code()),
+                                        std::string(allowed.message())));
+          return;
+        }
+      }
       created_ = true;
       watcher_->Start(*std::move(spec));
     } else if (request.has_progress()) {
@@ -87,19 +94,21 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
 
   WatchHub* const hub_;
   const WatchNameValidator* const validate_;
-  std::shared_ptr<Watcher> watcher_;  // null when the stream was refused
-  grpc::ByteBuffer request_;          // read in flight; reads are sequential
-  bool created_ = false;              // touched only by OnReadDone (sequential)
+  const WatchServiceImpl::AccessCheck* const access_;
+  grpc::CallbackServerContext* const context_;  // valid until OnDone
+  std::shared_ptr<Watcher> watcher_;            // null when the stream was refused
+  grpc::ByteBuffer request_;                    // read in flight; reads are sequential
+  bool created_ = false;                        // touched only by OnReadDone (sequential)
 };
 
 }  // namespace
 
-WatchServiceImpl::WatchServiceImpl(WatchHub* hub, WatchNameValidator validate)
-    : hub_(hub), validate_(std::move(validate)) {}
+WatchServiceImpl::WatchServiceImpl(WatchHub* hub, WatchNameValidator validate, AccessCheck access)
+    : hub_(hub), validate_(std::move(validate)), access_(std::move(access)) {}
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchServiceImpl::Watch(
     grpc::CallbackServerContext* context) {
-  return new WatchReactor(hub_, &validate_, context);
+  return new WatchReactor(hub_, &validate_, &access_, context);
 }
 
 }  // namespace snapconf

@@ -20,6 +20,8 @@
 //   builder.RegisterService(&service);
 #pragma once
 
+#include <functional>
+
 #include "service/watch/watch_hub.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
 
@@ -28,8 +30,14 @@ namespace snapconf {
 class WatchServiceImpl final
     : public v1::WatchService::WithRawCallbackMethod_Watch<v1::WatchService::Service> {
  public:
-  // `hub` must outlive the service; `validate` checks names (may be empty).
-  WatchServiceImpl(WatchHub* hub, WatchNameValidator validate);
+  // Decides whether the caller of `context` may watch `spec`; a refusal ends
+  // the stream with its status (PERMISSION_DENIED) before anything is sent.
+  using AccessCheck = std::function<absl::Status(const grpc::CallbackServerContext& context,
+                                                 const WatchSpec& spec)>;
+
+  // `hub` must outlive the service; `validate` checks names and `access`
+  // decides access (either may be empty).
+  WatchServiceImpl(WatchHub* hub, WatchNameValidator validate, AccessCheck access = {});
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Watch(
       grpc::CallbackServerContext* context) override;
@@ -37,6 +45,7 @@ class WatchServiceImpl final
  private:
   WatchHub* const hub_;
   const WatchNameValidator validate_;
+  const AccessCheck access_;
 };
 
 }  // namespace snapconf
