@@ -98,9 +98,19 @@ class SecurityTest : public ::testing::Test {
     pki_.MakeLeaf("impostor", "other-ca", "/O=payments/CN=alice");
   }
 
+  // TLS, plus a policy that lets the test's identities do anything
+  // (authorization itself is tested in authz_e2e_test).
   std::vector<std::string> TlsFlags() const {
+    WriteFile(pki_.Path("policy.yaml"), R"(
+roles:
+  - {name: operator, namespaces: "*", permission: admin}
+bindings:
+  - {identity: "CN=alice,O=payments", roles: [operator]}
+  - {identity: ci/deployer, roles: [operator]}
+)");
     return {"--tls-cert-file=" + pki_.Path("server.pem"),
-            "--tls-key-file=" + pki_.Path("server.key")};
+            "--tls-key-file=" + pki_.Path("server.key"),
+            "--policy-file=" + pki_.Path("policy.yaml")};
   }
 
   std::unique_ptr<ServerProcess> Start(std::vector<std::string> flags) {
