@@ -245,23 +245,33 @@ row() {  # row TITLE LABEL METRIC BETTER [LATENCY_PREFIX] [SCALE]
 {
   printf 'metric\tetcd\tsnapconf\tratio s/e\tbetter\tetcd p50/p99 ms\tsnapconf p50/p99 ms\n'
   for c in $read_levels; do row "get ops/s, $c in flight (etcd serializable)" "get-c$c" ops_per_s higher ""; done
+  for c in $read_levels; do
+    row "  get, $c in flight: server CPU us/op" "get-c$c" server_cpu_us_per_op lower none
+    row "  get, $c in flight: client CPU us/op" "get-c$c" client_cpu_us_per_op lower none
+  done
   row "get ops/s, 64 in flight (etcd linearizable)" get-lin ops_per_s higher ""
-  for c in $write_levels; do row "durable put ops/s, $c writers" "put-c$c" ops_per_s higher ""; done
+  for c in $write_levels; do
+    row "durable put ops/s, $c writers" "put-c$c" ops_per_s higher ""
+    row "  put, $c writers: server CPU us/op" "put-c$c" server_cpu_us_per_op lower none
+  done
   row "mixed 95/5 ops/s, 64 in flight" mixed ops_per_s higher ""
-  row "  mixed: reads" mixed read_p50_us lower read_
-  row "  mixed: writes" mixed write_p50_us lower write_
+  row "  mixed: read p50 ms" mixed read_p50_us lower read_ 1000
+  row "  mixed: write p50 ms" mixed write_p50_us lower write_ 1000
   for n in $fanout_levels; do
     row "fan-out to $n: ms to last (median)" "fanout-n$n" fanout_to_last_p50_ms lower
     row "fan-out to $n: ms to last (max)" "fanout-n$n" fanout_to_last_max_ms lower
     row "fan-out to $n: put ack ms (median)" "fanout-n$n" fanout_put_ack_p50_ms lower
     row "fan-out to $n: deliveries/s" "fanout-n$n" deliveries_per_s higher
-    row "fan-out to $n: writes/s during it" "fanout-n$n" sustained_writes_per_s higher
+    row "fan-out to $n: server CPU us/delivery" "fanout-n$n" server_cpu_us_per_delivery lower
+    row "fan-out to $n: writes/s during it" "fanout-n$n" sustained_writes_per_s higher sustained_put_
+    row "fan-out to $n: writes timed out" "fanout-n$n" sustained_put_errors lower
   done
   row "watch: server KiB per idle subscriber ($max_watchers, fresh server)" watch-mem rss_per_subscriber_kib lower
   row "watch: server RSS MiB with $max_watchers idle subscribers" watch-mem server_rss_with_streams_kib lower none 1024
   for n in $scale_levels; do
     row "$n keys: load keys/s (128/txn)" "scale-$n-load" load_keys_per_s higher
     row "$n keys: start-up ms" "scale-$n" startup_ms lower
+    row "$n keys: server CPU ms until ready" "scale-$n" server_cpu_ms_until_ready lower
     row "$n keys: server RSS MiB" "scale-$n" server_rss_after_1s_kib lower none 1024
     row "$n keys: data dir MiB" "scale-$n" data_dir_kib lower none 1024
   done

@@ -25,6 +25,7 @@
 //       --connections=4 --inflight=64 --keys=10000 --duration=10s --output=get.json
 #include <grpcpp/grpcpp.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -34,6 +35,7 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <limits>
 #include <memory>
 #include <random>
@@ -49,6 +51,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
@@ -172,6 +175,52 @@ int64_t RssKiB(int pid) {
   }
   return -1;
 }
+
+// CPU time (user + system) a process has used, in microseconds, from
+// /proc/PID/stat; -1 when unreadable. Comparing it with wall time tells a
+// server that is busy from one that waits (for fsync, or for a core it shares).
+double CpuUs(int pid) {
+  if (pid <= 0) return -1;
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return -1;
+  // After the command name: state is field 3, utime field 14, stime field 15.
+  std::vector<std::string> fields = absl::StrSplit(stat.substr(paren + 2), ' ');
+  int64_t utime = 0;
+  int64_t stime = 0;
+  if (fields.size() < 13 || !absl::SimpleAtoi(fields[11], &utime) ||
+      !absl::SimpleAtoi(fields[12], &stime)) {
+    return -1;
+  }
+  return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Server and client CPU over a measured phase.
+class CpuMeter {
+ public:
+  CpuMeter() : server_pid_(absl::GetFlag(FLAGS_server_pid)) {
+    server_start_ = CpuUs(server_pid_);
+    client_start_ = CpuUs(getpid());
+  }
+  // Adds CPU per unit of work (`per` names the unit) and the share of one
+  // core each process used over `seconds`.
+  void AddTo(double units, const std::string& per, double seconds, Report* report) const {
+    const double client = CpuUs(getpid()) - client_start_;
+    if (server_pid_ > 0 && server_start_ >= 0) {
+      const double server = CpuUs(server_pid_) - server_start_;
+      if (units > 0) report->Add(absl::StrCat("server_cpu_us_per_", per), server / units);
+      report->Add("server_cores_used", server / (seconds * 1e6));
+    }
+    if (units > 0) report->Add(absl::StrCat("client_cpu_us_per_", per), client / units);
+    report->Add("client_cores_used", client / (seconds * 1e6));
+  }
+
+ private:
+  int server_pid_;
+  double server_start_;
+  double client_start_;
+};
 
 std::string DataKey(int64_t i) { return absl::StrCat("key-", i); }
 
@@ -468,6 +517,7 @@ absl::Status RunUnaryWorkload(Clients* clients, Mode mode, Report* report) {
   run.value = value;
   run.write_percent = absl::GetFlag(FLAGS_write_percent);
   run.linearizable = absl::GetFlag(FLAGS_linearizable);
+  const CpuMeter cpu;
   UnaryResult r = RunUnary(clients, &run, std::max(1, absl::GetFlag(FLAGS_inflight)));
   report->Add("ops_per_s", static_cast<double>(r.calls) / r.seconds);
   report->Add("calls", static_cast<double>(r.calls));
@@ -475,6 +525,7 @@ absl::Status RunUnaryWorkload(Clients* clients, Mode mode, Report* report) {
   std::vector<float> all = r.read_us;
   all.insert(all.end(), r.write_us.begin(), r.write_us.end());
   AddPercentiles("", std::move(all), report);
+  cpu.AddTo(static_cast<double>(r.calls), "op", r.seconds, report);
   if (mode == Mode::kMixed) {
     AddPercentiles("read_", std::move(r.read_us), report);
     AddPercentiles("write_", std::move(r.write_us), report);
@@ -783,16 +834,21 @@ absl::Status RunWatch(Clients* clients, bool fanout, Report* report) {
   tally.target.store(std::numeric_limits<int64_t>::max());
   tally.deliveries.store(0);
   tally.counting.store(true);
+  const CpuMeter cpu;
   const UnaryResult w = RunUnary(clients, &run, std::max(1, absl::GetFlag(FLAGS_inflight)));
   tally.counting.store(false);
   const double delivered = static_cast<double>(tally.deliveries.load());
+  cpu.AddTo(delivered, "delivery", w.seconds, report);
   report->Add("sustained_writes_per_s", static_cast<double>(w.calls) / w.seconds);
+  // A server that cannot keep up may time writes out (etcd answers
+  // "request timed out" with 10k watchers): that is a result, not a failure
+  // of the tool. The rounds above already failed the run if writes never work.
+  report->Add("sustained_put_errors", static_cast<double>(w.errors));
   report->Add("deliveries_per_s", delivered / w.seconds);
   report->Add("delivered_share",
               w.calls > 0 ? delivered / (static_cast<double>(w.calls) * watchers) : 0);
   AddPercentiles("sustained_put_", w.write_us, report);
   RETURN_IF_ERROR(close_all());
-  if (w.errors > 0) return absl::InternalError(absl::StrCat(w.errors, " writes failed"));
   if (tally.failed.load() > 0) return absl::InternalError("watch streams failed");
   return absl::OkStatus();
 }
@@ -828,6 +884,7 @@ absl::Status RunReady(Clients* clients, Report* report) {
       }
       const int pid = absl::GetFlag(FLAGS_server_pid);
       if (pid > 0) {
+        report->Add("server_cpu_ms_until_ready", CpuUs(pid) / 1000);
         report->Add("server_rss_kib", static_cast<double>(RssKiB(pid)));
         absl::SleepFor(absl::Seconds(1));
         report->Add("server_rss_after_1s_kib", static_cast<double>(RssKiB(pid)));
