@@ -12,7 +12,7 @@
 #
 # --short: one second per workload and small data sets, for the bench-smoke
 # test; it checks that every workload completes against both servers and
-# asserts no speed. The long mode takes about 15 minutes.
+# asserts no speed. The long mode takes about 10 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -248,11 +248,13 @@ row() {  # row TITLE LABEL METRIC BETTER [LATENCY_PREFIX] [SCALE]
   for c in $read_levels; do
     row "  get, $c in flight: server CPU us/op" "get-c$c" server_cpu_us_per_op lower none
     row "  get, $c in flight: client CPU us/op" "get-c$c" client_cpu_us_per_op lower none
+    row "  get, $c in flight: server cores used" "get-c$c" server_cores_used lower none
   done
   row "get ops/s, 64 in flight (etcd linearizable)" get-lin ops_per_s higher ""
   for c in $write_levels; do
     row "durable put ops/s, $c writers" "put-c$c" ops_per_s higher ""
     row "  put, $c writers: server CPU us/op" "put-c$c" server_cpu_us_per_op lower none
+    row "  put, $c writers: server cores used" "put-c$c" server_cores_used lower none
   done
   row "mixed 95/5 ops/s, 64 in flight" mixed ops_per_s higher ""
   row "  mixed: read p50 ms" mixed read_p50_us lower read_ 1000
