@@ -153,7 +153,8 @@ both() {
   echo "  done: $1" >&2
 }
 
-echo "compare-etcd: $( ((short)) && echo short || echo long) mode, $(nproc) cores, load: $(uptime | sed 's/.*load average: //')" >&2
+load_at_start=$(uptime)
+echo "compare-etcd: $( ((short)) && echo short || echo long) mode, $(nproc) cores, load: ${load_at_start##*load average: }" >&2
 start_etcd "$tmp/etcd-main"
 start_snapconf "$tmp/snapconf-main"
 common=(--connections="$connections" --keys="$keys" --duration="$duration")
@@ -213,11 +214,11 @@ done
 # One JSON document with the machine and every run.
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 jq -n --arg date "$(date -u +%FT%TZ)" --arg mode "$( ((short)) && echo short || echo long)" \
-  --arg uptime "$(uptime)" --arg cpu "$cpu" --arg nproc "$(nproc)" \
+  --arg start "$load_at_start" --arg uptime "$(uptime)" --arg cpu "$cpu" --arg nproc "$(nproc)" \
   --arg pinning "${pin_server:-none} / ${pin_load:-none}" --arg etcd "$(etcd --version | head -1)" \
   --arg kernel "$(uname -r)" \
   '{date: $date, mode: $mode, machine: {cpu: $cpu, cores: ($nproc|tonumber), kernel: $kernel,
-    load_at_end: $uptime, pinning_server_load: $pinning, etcd: $etcd}, runs: [inputs]}' \
+    load_at_start: $start, load_at_end: $uptime, pinning_server_load: $pinning, etcd: $etcd}, runs: [inputs]}' \
   "$out"/runs/*.json >"$out/results.json"
 
 # The table: one row per metric; ratio = snapconf / etcd.

@@ -606,7 +606,13 @@ class Subscriber {
       std::fprintf(stderr, "snapconf-bench: watch stream ended: %d %s\n",
                    static_cast<int>(s.error_code()), s.error_message().c_str());
     }
-    if (tally_->ended.fetch_add(1) + 1 == tally_->total) tally_->Wake();
+    // Once the count is complete the owner may destroy this subscriber and
+    // then the tally, so nothing of the subscriber is touched after the
+    // increment, and the increment happens under the lock the owner takes to
+    // see it.
+    WatchTally* const tally = tally_;
+    MutexLock lock(&tally->mu);
+    if (tally->ended.fetch_add(1) + 1 == tally->total) tally->cv.SignalAll();
   }
 
   WatchTally* const tally_;
