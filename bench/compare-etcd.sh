@@ -39,7 +39,7 @@ for tool in etcd jq; do
 done
 
 if ((short)); then
-  duration=1s keys=1000 read_levels="16" write_levels="1 16 256" fanout_levels="50 200"
+  duration=1s keys=1000 read_levels="16" write_levels="1 256" fanout_levels="100"
   rounds=3 sustained=1s scale_levels="2000" connections=2
 else
   duration=10s keys=10000 read_levels="1 16 64 256" write_levels="1 16 256"
@@ -150,7 +150,7 @@ turn=0
 both() {
   if ((turn % 2 == 0)); then run etcd "$@"; run snapconf "$@"; else run snapconf "$@"; run etcd "$@"; fi
   turn=$((turn + 1))
-  echo "  done: $1" >&2
+  echo "  done: $1 (${SECONDS}s)" >&2
 }
 
 load_at_start=$(uptime)
@@ -207,7 +207,7 @@ for n in $scale_levels; do
     fi
     if [ "$target" = etcd ]; then stop_pid "$etcd_pid"; etcd_pid=""; else stop_pid "$snapconf_pid"; snapconf_pid=""; fi
     rm -rf "$data"
-    echo "  done: scale-$n $target" >&2
+    echo "  done: scale-$n $target (${SECONDS}s)" >&2
   done
 done
 
@@ -222,9 +222,11 @@ jq -n --arg date "$(date -u +%FT%TZ)" --arg mode "$( ((short)) && echo short || 
   "$out"/runs/*.json >"$out/results.json"
 
 # The table: one row per metric; ratio = snapconf / etcd.
+# Every metric of every run as "label target metric value", read once.
+jq -r '.runs[] | . as $r | .metrics | to_entries[] | "\($r.label) \($r.target) \(.key) \(.value)"' \
+  "$out/results.json" >"$tmp/metrics.txt"
 val() {  # val LABEL TARGET METRIC
-  jq -r --arg l "$1" --arg t "$2" --arg m "$3" \
-    '[.runs[] | select(.label == $l and .target == $t) | .metrics[$m] // empty][0] // empty' "$out/results.json"
+  awk -v l="$1" -v t="$2" -v m="$3" '$1 == l && $2 == t && $3 == m { print $4; exit }' "$tmp/metrics.txt"
 }
 fmt() { [ -z "$1" ] && { echo "-"; return; }; awk -v v="$1" 'BEGIN { if (v >= 100) printf "%.0f", v; else printf "%.2f", v }'; }
 lat() {  # lat LABEL TARGET PREFIX: "p50/p99" in ms
