@@ -903,7 +903,44 @@ absl::Status RunReady(Clients* clients, Report* report) {
       absl::StrCat("server did not answer a read in time: ", last.error_message()));
 }
 
+// Rejects flag values no run can use, before anything connects.
+absl::Status CheckFlags() {
+  static const char* const kWorkloads[] = {"load",         "get",          "put",  "mixed",
+                                           "watch-fanout", "watch-memory", "ready"};
+  const std::string workload = absl::GetFlag(FLAGS_workload);
+  if (std::find(std::begin(kWorkloads), std::end(kWorkloads), workload) == std::end(kWorkloads)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown --workload=", workload,
+                     "; one of load, get, put, mixed, watch-fanout, watch-memory, ready"));
+  }
+  auto at_least = [](const char* name, int64_t value, int64_t min) -> absl::Status {
+    if (value >= min) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat("--", name, "=", value, " must be >= ", min));
+  };
+  RETURN_IF_ERROR(at_least("connections", absl::GetFlag(FLAGS_connections), 1));
+  RETURN_IF_ERROR(at_least("inflight", absl::GetFlag(FLAGS_inflight), 1));
+  RETURN_IF_ERROR(at_least("keys", absl::GetFlag(FLAGS_keys), 1));
+  RETURN_IF_ERROR(at_least("value_bytes", absl::GetFlag(FLAGS_value_bytes), 0));
+  RETURN_IF_ERROR(at_least("watchers", absl::GetFlag(FLAGS_watchers), 1));
+  RETURN_IF_ERROR(at_least("rounds", absl::GetFlag(FLAGS_rounds), 0));
+  const int write_percent = absl::GetFlag(FLAGS_write_percent);
+  if (write_percent < 0 || write_percent > 100) {
+    return absl::InvalidArgumentError("--write_percent must be between 0 and 100");
+  }
+  if (absl::GetFlag(FLAGS_duration) <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--duration must be positive");
+  }
+  if (workload == "watch-memory" && absl::GetFlag(FLAGS_server_pid) <= 0) {
+    return absl::InvalidArgumentError("--workload=watch-memory needs --server_pid");
+  }
+  return absl::OkStatus();
+}
+
 int Main() {
+  if (absl::Status s = CheckFlags(); !s.ok()) {
+    std::fprintf(stderr, "snapconf-bench: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   const std::string target_name = absl::GetFlag(FLAGS_target);
   const std::string workload = absl::GetFlag(FLAGS_workload);
   Target target;
