@@ -61,6 +61,7 @@ etcd_pid="" snapconf_pid=""
 stop_pid() {  # stop_pid PID: SIGTERM, then SIGKILL after 15 s
   local pid=$1
   [ -n "$pid" ] || return 0
+  for f in "$tmp"/*.pid; do [ "$(cat "$f" 2>/dev/null)" = "$pid" ] && rm -f "$f"; done
   kill -TERM "$pid" 2>/dev/null || return 0
   for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
   kill -KILL "$pid" 2>/dev/null || true
@@ -73,6 +74,13 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+# If this script is killed outright (SIGKILL, as a test runner's timeout may
+# do), the trap never runs: a watchdog then kills the servers it recorded.
+(
+  while kill -0 $$ 2>/dev/null; do sleep 1; done
+  for f in "$tmp"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+  rm -rf "$tmp"
+) </dev/null >/dev/null 2>&1 &
 
 # Servers on core 0, the load generator on core 1, when there are two cores.
 pin_server="" pin_load=""
@@ -103,6 +111,7 @@ start_etcd() {
       --initial-cluster "bench=http://127.0.0.1:$pport" --initial-cluster-state new \
       >>"$tmp/etcd.log" 2>&1 &
     etcd_pid=$!
+    echo "$etcd_pid" >"$tmp/etcd.pid"
     etcd_addr="127.0.0.1:$cport"
     sleep 0.2
     kill -0 "$etcd_pid" 2>/dev/null && return 0
@@ -121,6 +130,7 @@ start_snapconf() {
     --watch-max-streams=$((max_watchers + 100)) --watch-max-streams-per-peer=$((max_watchers + 100)) \
     >>"$tmp/snapconfd.log" 2>&1 &
   snapconf_pid=$!
+  echo "$snapconf_pid" >"$tmp/snapconf.pid"
   for _ in $(seq 600); do
     [ -s "$tmp/ready" ] && break
     kill -0 "$snapconf_pid" 2>/dev/null || { tail -5 "$tmp/snapconfd.log" >&2; return 1; }
