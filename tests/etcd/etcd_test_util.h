@@ -38,7 +38,7 @@ inline std::string UniquePrefix(const std::string& name) {
 
 inline std::vector<std::string> EtcdFlags(const std::string& endpoints, const std::string& prefix) {
   return {"--store=etcd", "--etcd-endpoints=" + endpoints, "--etcd-prefix=" + prefix,
-          "--etcd-request-timeout=2s", "--grace-period=1s"};
+          "--etcd-request-timeout=5s", "--grace-period=1s"};
 }
 
 inline absl::StatusOr<std::unique_ptr<testing::ServerProcess>> StartReplica(
