@@ -816,8 +816,12 @@ void EtcdStoreImpl::SendTxn(const PendingPtr& p) {
     etcdserverpb::TxnResponse response;
   };
   auto call = std::make_shared<Call>();
-  call->ctx.set_deadline(
-      absl::ToChronoTime(std::min(p->deadline, absl::Now() + options_.request_timeout)));
+  // One attempt gets a fraction of the write's budget: a Txn that a follower
+  // forwarded to a leader that then died is never answered, and resending
+  // it (safe, see OnTxnDone) to a member with the new leader is faster.
+  call->ctx.set_deadline(absl::ToChronoTime(std::min(
+      p->deadline,
+      absl::Now() + std::max(options_.request_timeout / 4, absl::Milliseconds(250)))));
   call->request = p->txn;
   CallStarted();
   kv_->async()->Txn(&call->ctx, &call->request, &call->response,
