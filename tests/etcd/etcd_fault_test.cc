@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -137,6 +138,8 @@ TEST(EtcdFaultTest, KillingTheEtcdLeaderDuringWritesIsInvisible) {
   std::atomic<bool> stop{false};
   std::atomic<bool> killed{false};
   std::atomic<int> acknowledged_after_kill{0};
+  Mutex acked_mu;
+  std::vector<int64_t> acked;  // revisions of acknowledged writes
   std::vector<std::thread> writers;
   for (Node* node : {&na, &nb}) {
     writers.emplace_back([&, node] {
@@ -147,6 +150,10 @@ TEST(EtcdFaultTest, KillingTheEtcdLeaderDuringWritesIsInvisible) {
           ADD_FAILURE() << "write failed: " << r.status();
         } else {
           if (killed.load()) ++acknowledged_after_kill;
+          {
+            MutexLock lock(&acked_mu);
+            acked.push_back(*r);
+          }
           int64_t seen = last.load();
           while (seen < *r && !last.compare_exchange_weak(seen, *r)) {
           }
@@ -176,6 +183,14 @@ TEST(EtcdFaultTest, KillingTheEtcdLeaderDuringWritesIsInvisible) {
   EXPECT_TRUE(Eventually([&] { return wa.revision() >= head && wb.revision() >= head; }))
       << wa.revision() << " " << wb.revision() << " head " << head;
   ASSERT_OK_AND_ASSIGN(std::vector<v1::ChangeRecord> history, ReadFullHistory(na.channel));
+  // No acknowledged write is lost: each has its own change set in history.
+  std::set<int64_t> recorded;
+  for (const v1::ChangeRecord& r : history) recorded.insert(r.revision());
+  {
+    MutexLock lock(&acked_mu);
+    EXPECT_EQ(std::set<int64_t>(acked.begin(), acked.end()).size(), acked.size());
+    for (int64_t r : acked) EXPECT_TRUE(recorded.contains(r)) << "acknowledged revision " << r;
+  }
   ContractChecker checker(history);
   ExpectClean(checker, wa.trace(), head, "watcher on a");
   ExpectClean(checker, wb.trace(), head, "watcher on b");

@@ -422,5 +422,31 @@ TEST_F(EtcdReplicasTest, ClientMovesToAnotherReplicaWhenItsReplicaIsKilled) {
   ExpectClean(checker, copy, last, "client");
 }
 
+TEST(EtcdTlsTest, ReplicasTalkToEtcdOverMutualTls) {
+  testing::EtcdClusterOptions options;
+  options.tls = true;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<EtcdCluster> etcd, EtcdCluster::Start(options));
+  const std::string prefix = UniquePrefix("tls");
+  const std::vector<std::string> tls = {"--etcd-ca=" + etcd->ca_file(),
+                                        "--etcd-cert=" + etcd->client_cert_file(),
+                                        "--etcd-key=" + etcd->client_key_file()};
+  ASSERT_OK_AND_ASSIGN(auto a, StartReplica(etcd->endpoints(), prefix, tls));
+  ASSERT_OK_AND_ASSIGN(auto b, StartReplica(etcd->endpoints(), prefix, tls));
+  Node na(a->address()), nb(b->address());
+  ASSERT_OK_AND_ASSIGN(int64_t r, Put(na, "tls/ns", "k", "v"));
+  ASSERT_OK_AND_ASSIGN(v1::GetResponse got, Get(nb, "tls/ns", "k", r));
+  EXPECT_EQ(got.entry().value(), "v");
+
+  // Without a client certificate etcd refuses the connection: the replica
+  // does not start, and says why.
+  testing::ServerOptions no_cert;
+  no_cert.extra_flags = etcd_testing::EtcdFlags(etcd->endpoints(), prefix);
+  no_cert.extra_flags.push_back("--etcd-ca=" + etcd->ca_file());
+  no_cert.ready_timeout = absl::Seconds(40);
+  absl::StatusOr<std::unique_ptr<ServerProcess>> refused = ServerProcess::Start(no_cert);
+  EXPECT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("cannot"));
+}
+
 }  // namespace
 }  // namespace snapconf

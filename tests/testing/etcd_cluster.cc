@@ -104,6 +104,9 @@ absl::StatusOr<std::unique_ptr<EtcdCluster>> EtcdCluster::Start(EtcdClusterOptio
     c->members_.push_back(std::move(m));
   }
   c->initial_cluster_ = absl::StrJoin(peers, ",");
+  if (c->options_.tls) {
+    if (absl::Status s = c->MakeCertificates(); !s.ok()) return s;
+  }
   for (int i = 0; i < n; ++i) {
     if (absl::Status s = c->Spawn(i); !s.ok()) return s;
   }
@@ -151,7 +154,8 @@ std::string EtcdCluster::RunningEndpoints() const {
 
 absl::Status EtcdCluster::Spawn(int i) {
   Member& m = members_[i];
-  const std::string client = absl::StrCat("http://127.0.0.1:", m.client_port);
+  const std::string client =
+      absl::StrCat(tls_dir_.empty() ? "http" : "https", "://127.0.0.1:", m.client_port);
   const std::string peer = absl::StrCat("http://127.0.0.1:", m.peer_port);
   std::vector<std::string> args = {EtcdBinary(),
                                    "--name",
@@ -184,6 +188,11 @@ absl::Status EtcdCluster::Spawn(int i) {
                                    "stderr",
                                    "--log-level",
                                    "warn"};
+  if (!tls_dir_.empty()) {
+    args.insert(args.end(), {"--cert-file", tls_dir_ + "/server.pem", "--key-file",
+                             tls_dir_ + "/server-key.pem", "--trusted-ca-file", ca_file(),
+                             "--client-cert-auth"});
+  }
   args.insert(args.end(), options_.extra_flags.begin(), options_.extra_flags.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
@@ -221,6 +230,10 @@ absl::Status EtcdCluster::Restart(int i) {
 CommandResult EtcdCluster::Etcdctl(const std::vector<std::string>& args, absl::Duration timeout) {
   std::vector<std::string> argv = {EtcdctlBinary(), "--endpoints=" + RunningEndpoints(),
                                    "--dial-timeout=1s", "--command-timeout=2s"};
+  if (!tls_dir_.empty()) {
+    argv.insert(argv.end(), {"--cacert=" + ca_file(), "--cert=" + client_cert_file(),
+                             "--key=" + client_key_file()});
+  }
   argv.insert(argv.end(), args.begin(), args.end());
   CommandOptions options;
   options.env = {"ETCDCTL_API=3"};
@@ -272,6 +285,40 @@ absl::StatusOr<int64_t> EtcdCluster::Revision() {
     }
   }
   return absl::UnavailableError(absl::StrCat("etcdctl get: ", r.stdout_text, r.stderr_text));
+}
+
+absl::Status EtcdCluster::MakeCertificates() {
+  tls_dir_ = temp_dir_ + "/tls";
+  std::filesystem::create_directories(tls_dir_);
+  const std::string d = tls_dir_;
+  const std::vector<std::vector<std::string>> steps = {
+      {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+       "/CN=snapconf test CA", "-keyout", d + "/ca-key.pem", "-out", d + "/ca.pem"},
+      {"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout",
+       d + "/server-key.pem", "-out", d + "/server.csr"},
+      {"openssl", "x509", "-req", "-in", d + "/server.csr", "-CA", d + "/ca.pem", "-CAkey",
+       d + "/ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", d + "/server.ext", "-out",
+       d + "/server.pem"},
+      {"openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=snapconfd", "-keyout",
+       d + "/client-key.pem", "-out", d + "/client.csr"},
+      {"openssl", "x509", "-req", "-in", d + "/client.csr", "-CA", d + "/ca.pem", "-CAkey",
+       d + "/ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", d + "/client.ext", "-out",
+       d + "/client.pem"},
+  };
+  {
+    std::ofstream(d + "/server.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                     << "extendedKeyUsage=serverAuth,clientAuth\n";
+    std::ofstream(d + "/client.ext") << "extendedKeyUsage=clientAuth\n";
+  }
+  for (const auto& step : steps) {
+    std::vector<std::string> argv = step;
+    argv[0] = "/usr/bin/openssl";
+    CommandResult r = RunCommand(argv);
+    if (r.exit_code != 0) {
+      return absl::InternalError(absl::StrCat("openssl ", step[1], ": ", r.stderr_text));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string EtcdCluster::ReadLog(int i) const { return ReadFileOrEmpty(members_[i].log_path); }

@@ -37,6 +37,10 @@ struct EtcdClusterOptions {
   // Extra flags for every member.
   std::vector<std::string> extra_flags;
   absl::Duration ready_timeout = absl::Seconds(20);
+  // Serve clients over TLS and require client certificates: a fresh CA, a
+  // server certificate for 127.0.0.1 and a client certificate are made with
+  // openssl in the temporary directory (see ca_file() and friends).
+  bool tls = false;
 };
 
 class EtcdCluster {
@@ -71,6 +75,13 @@ class EtcdCluster {
 
   std::string ReadLog(int i) const;
 
+  // With options.tls: PEM files for a client (empty otherwise).
+  std::string ca_file() const { return tls_dir_.empty() ? "" : tls_dir_ + "/ca.pem"; }
+  std::string client_cert_file() const { return tls_dir_.empty() ? "" : tls_dir_ + "/client.pem"; }
+  std::string client_key_file() const {
+    return tls_dir_.empty() ? "" : tls_dir_ + "/client-key.pem";
+  }
+
  private:
   struct Member {
     std::string name;
@@ -83,11 +94,13 @@ class EtcdCluster {
 
   explicit EtcdCluster(EtcdClusterOptions options) : options_(std::move(options)) {}
   absl::Status Spawn(int i);
+  absl::Status MakeCertificates();
   std::string RunningEndpoints() const;
 
   EtcdClusterOptions options_;
   std::string temp_dir_;
   std::string initial_cluster_;
+  std::string tls_dir_;
   std::vector<Member> members_;
 };
 

@@ -268,6 +268,7 @@ absl::StatusOr<Loaded> EtcdStoreImpl::Load() {
   for (;;) {
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline(options_.request_timeout));
+    ctx.set_wait_for_ready(true);
     etcdserverpb::RangeResponse response;
     const grpc::Status s = kv_->Range(&ctx, request, &response);
     if (!s.ok()) return FromGrpc(s, "etcd Range");
@@ -314,6 +315,7 @@ absl::Status EtcdStoreImpl::RefreshOldest(Revision head) {
     request.set_count_only(true);
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline(options_.request_timeout));
+    ctx.set_wait_for_ready(true);
     etcdserverpb::RangeResponse response;
     const grpc::Status s = kv_->Range(&ctx, request, &response);
     if (s.ok()) return true;
@@ -820,8 +822,8 @@ void EtcdStoreImpl::SendTxn(const PendingPtr& p) {
   // forwarded to a leader that then died is never answered, and resending
   // it (safe, see OnTxnDone) to a member with the new leader is faster.
   call->ctx.set_deadline(absl::ToChronoTime(std::min(
-      p->deadline,
-      absl::Now() + std::max(options_.request_timeout / 4, absl::Milliseconds(250)))));
+      p->deadline, absl::Now() + std::max(options_.request_timeout / 4, absl::Milliseconds(250)))));
+  call->ctx.set_wait_for_ready(true);
   call->request = p->txn;
   CallStarted();
   kv_->async()->Txn(&call->ctx, &call->request, &call->response,
@@ -890,6 +892,7 @@ void EtcdStoreImpl::Probe(const PendingPtr& p) {
   auto call = std::make_shared<Call>();
   call->ctx.set_deadline(
       absl::ToChronoTime(std::min(p->deadline, absl::Now() + options_.request_timeout)));
+  call->ctx.set_wait_for_ready(true);
   call->request.set_key(layout_.MetaKey());
   call->request.set_count_only(true);
   CallStarted();
@@ -947,6 +950,7 @@ absl::StatusOr<Revision> EtcdStoreImpl::LastChangeAt(Revision revision) {
   request.set_revision(revision);
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(options_.request_timeout));
+  ctx.set_wait_for_ready(true);
   etcdserverpb::RangeResponse response;
   const grpc::Status s = kv_->Range(&ctx, request, &response);
   if (!s.ok()) {
@@ -964,6 +968,7 @@ absl::StatusOr<std::vector<CommitRecord>> EtcdStoreImpl::Replay(Revision lo, Rev
                                                                 const HistoryQuery& query) {
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(options_.request_timeout));
+  ctx.set_wait_for_ready(true);
   auto stream = watch_->Watch(&ctx);
   etcdserverpb::WatchRequest request;
   etcdserverpb::WatchCreateRequest* create = request.mutable_create_request();
@@ -1126,6 +1131,7 @@ absl::StatusOr<std::string> EtcdStoreImpl::SharedTokenKey(const std::string& can
   txn.add_failure()->mutable_request_range()->set_key(key);
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(options_.request_timeout));
+  ctx.set_wait_for_ready(true);
   etcdserverpb::TxnResponse response;
   const grpc::Status s = kv_->Txn(&ctx, txn, &response);
   if (!s.ok()) return FromGrpc(s, "etcd Txn");
@@ -1198,9 +1204,10 @@ absl::StatusOr<std::unique_ptr<EtcdStore>> OpenEtcdStore(const EtcdStoreOptions&
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // Reconnect to a member that comes back soon, not after minutes.
+  // (Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS: gRPC also uses it as the bound of
+  // one connection attempt, and a TLS handshake on a busy machine needs more.)
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   std::shared_ptr<grpc::Channel> channel = grpc::CreateCustomChannel(target, credentials, args);
   return std::make_unique<EtcdStoreImpl>(options, std::move(channel));
 }
