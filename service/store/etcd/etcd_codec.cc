@@ -1,8 +1,8 @@
 // Key layout and value encodings of the etcd store; see etcd_codec.h.
 #include "service/store/etcd/etcd_codec.h"
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace snapconf::etcd {
@@ -69,7 +69,9 @@ std::string PrefixEnd(absl::string_view prefix) {
   return std::string(1, '\0');  // every key (etcd's convention)
 }
 
-bool StorableName(absl::string_view name) { return name.find(kSeparator) == absl::string_view::npos; }
+bool StorableName(absl::string_view name) {
+  return name.find(kSeparator) == absl::string_view::npos;
+}
 
 std::string EncodeValue(absl::string_view content_type, absl::string_view value) {
   std::string out;

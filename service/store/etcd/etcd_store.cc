@@ -36,6 +36,8 @@ using etcd::KeyLayout;
 constexpr int kMaxAttempts = 64;
 // Pause before resending a Txn whose outcome etcd did not confirm.
 constexpr absl::Duration kResendDelay = absl::Milliseconds(100);
+// Out of touch with etcd for less than this still counts as healthy.
+constexpr absl::Duration kHealthGrace = absl::Seconds(1);
 // Keys per Range page while loading.
 constexpr int64_t kLoadPage = 5000;
 
@@ -1103,7 +1105,9 @@ absl::Status EtcdStoreImpl::Health() const {
   MutexLock lock(&mu_);
   if (!started_) return absl::UnavailableError("store not started");
   if (stopping_) return absl::UnavailableError("store is shutting down");
-  if (!connected_) {
+  // A watch that is re-established at once (a member restarted) is not worth
+  // taking the replica out of a load balancer for.
+  if (!connected_ && absl::Now() - disconnected_since_ >= kHealthGrace) {
     return absl::UnavailableError(absl::StrCat(
         "out of touch with etcd for ", absl::FormatDuration(absl::Now() - disconnected_since_),
         " (", last_error_.message(), "); serving the snapshot at revision ", seen_head_.load()));

@@ -29,9 +29,10 @@
 //   * History (ReadHistory) is read back from etcd's MVCC history, so
 //     retention is etcd's compaction: oldest_revision() is the compacted
 //     revision + 1 (learned from etcd, refreshed when a read meets it).
-//   * While the watch cannot be (re)established, Health() reports
-//     UNAVAILABLE with the time since, writes answer UNAVAILABLE, and reads
-//     are served from the last snapshot.
+//   * While the watch cannot be (re)established (for more than a second),
+//     Health() reports UNAVAILABLE with the time since; writes answer
+//     UNAVAILABLE once that lasted --etcd-request-timeout; reads are served
+//     from the last snapshot throughout, and Staleness() says for how long.
 //
 // Thread safety: every Store method may be called from any thread. Listener
 // calls and commit callbacks run on the watcher thread (or a gRPC callback
