@@ -204,6 +204,7 @@ void ConfigServiceImpl::FillHeader(Revision revision, v1::ResponseHeader* header
   header->set_revision(revision);
   header->set_oldest_revision(engine_->oldest_readable_revision());
   header->set_node_id(node_id_);
+  header->set_staleness_ms(absl::ToInt64Milliseconds(engine_->store().Staleness()));
 }
 
 // ---- Get ----

@@ -21,9 +21,14 @@ Engine::~Engine() { Stop(); }
 absl::Status Engine::Start() {
   publisher_ = std::make_unique<Publisher>(Snapshot::Empty());
   waiters_ = std::make_unique<RevisionWaiters>(0);
-  ASSIGN_OR_RETURN(SnapshotPtr head, store_->Start(this));
-  OnReloaded(head);
-  return absl::OkStatus();
+  absl::StatusOr<SnapshotPtr> head = store_->Start(this);
+  if (head.ok()) Install(*head);
+  {
+    MutexLock lock(&install_mu_);
+    head_installed_.store(true, std::memory_order_release);
+  }
+  install_cv_.SignalAll();
+  return head.status();
 }
 
 void Engine::Stop() {
@@ -38,14 +43,13 @@ Revision Engine::oldest_readable_revision() const {
 }
 
 void Engine::RememberLocked(const SnapshotPtr& snapshot) {
-  if (!recent_.empty() && recent_.back()->revision() + 1 != snapshot->revision()) {
-    recent_.clear();
-  }
+  if (!recent_.empty() && recent_.back()->revision() >= snapshot->revision()) recent_.clear();
   recent_.push_back(snapshot);
   while (recent_.size() > std::max<size_t>(1, options_.recent_snapshots)) recent_.pop_front();
 }
 
 void Engine::OnCommitted(const SnapshotPtr& snapshot, const CommitRecord& record) {
+  AwaitHeadInstalled();
   publisher_->Publish(snapshot);
   {
     MutexLock lock(&mu_);
@@ -56,6 +60,17 @@ void Engine::OnCommitted(const SnapshotPtr& snapshot, const CommitRecord& record
 }
 
 void Engine::OnReloaded(const SnapshotPtr& snapshot) {
+  AwaitHeadInstalled();
+  Install(snapshot);
+}
+
+void Engine::AwaitHeadInstalled() {
+  if (head_installed_.load(std::memory_order_acquire)) return;
+  MutexLock lock(&install_mu_);
+  while (!head_installed_.load(std::memory_order_acquire)) install_cv_.Wait(&install_mu_);
+}
+
+void Engine::Install(const SnapshotPtr& snapshot) {
   publisher_->Publish(snapshot);
   {
     MutexLock lock(&mu_);
@@ -83,7 +98,14 @@ absl::StatusOr<SnapshotPtr> Engine::SnapshotAt(Revision revision) {
     MutexLock lock(&mu_);
     if (!recent_.empty() && revision >= recent_.front()->revision() &&
         revision <= recent_.back()->revision()) {
-      return recent_[revision - recent_.front()->revision()];
+      // recent_ holds every committed revision in its range, but the numbers
+      // may skip (etcd): a skipped revision has the state of the one before.
+      auto it =
+          std::upper_bound(recent_.begin(), recent_.end(), revision,
+                           [](Revision rev, const SnapshotPtr& s) { return rev < s->revision(); });
+      const SnapshotPtr& found = *(it - 1);
+      if (found->revision() == revision) return found;
+      return found->Restore({}, revision);
     }
     for (const SnapshotPtr& s : rebuilt_) {
       if (s->revision() == revision) return s;
@@ -111,8 +133,10 @@ absl::StatusOr<SnapshotPtr> Engine::Reconstruct(const SnapshotPtr& head, Revisio
   query.from_revision = revision + 1;
   query.to_revision = base->revision();
   query.limit = static_cast<size_t>(base->revision() - revision);
+  // Revision numbers may skip (etcd), so the records cannot be counted; what
+  // matters is that history still reached back past `revision` when read.
   ASSIGN_OR_RETURN(std::vector<CommitRecord> records, store_->ReadHistory(query));
-  if (static_cast<Revision>(records.size()) != base->revision() - revision) {
+  if (store_->oldest_revision() > revision + 1) {
     return absl::OutOfRangeError(
         absl::StrCat("revision ", revision, " is older than retained history"));
   }
@@ -123,6 +147,7 @@ absl::StatusOr<SnapshotPtr> Engine::Reconstruct(const SnapshotPtr& head, Revisio
     for (const EntryChange& c : record.changes) undo.push_back({c.ns, c.key, c.before});
     state = state->Restore(undo, record.revision - 1);
   }
+  if (state->revision() != revision) state = state->Restore({}, revision);
   return state;
 }
 

@@ -6,7 +6,9 @@
 // committed change sets into published snapshots.
 //
 // Invariants:
-//   * publisher().revision() only increases, one committed revision at a time.
+//   * publisher().revision() only increases, one committed revision at a time
+//     (with the etcd store the numbers may skip revisions of writes outside
+//     snapconf; a read at a skipped revision sees the state before it).
 //   * A write's callback runs after its snapshot is published, so a client
 //     that hears "committed at R" can read R anywhere on this node.
 //   * Reads of the current snapshot never take a lock (Publisher::Read).
@@ -19,6 +21,7 @@
 //   engine.publisher().Read([&](const Snapshot& s) { ... });
 #pragma once
 
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <vector>
@@ -88,6 +91,8 @@ class Engine : public CommitListener {
 
  private:
   absl::StatusOr<SnapshotPtr> Reconstruct(const SnapshotPtr& head, Revision revision);
+  // Publishes a snapshot that replaces everything (start and reloads).
+  void Install(const SnapshotPtr& snapshot);
   struct RollbackJob {
     std::string ns;
     Revision revision;
@@ -107,8 +112,16 @@ class Engine : public CommitListener {
   std::unique_ptr<RevisionWaiters> waiters_;
   CommitListener* observer_ = nullptr;
 
+  // A store may deliver commits from its own thread as soon as Start()
+  // returned (etcd: other replicas write): they wait until the head Start()
+  // returned is published, so the published revision never goes back.
+  void AwaitHeadInstalled();
+  std::atomic<bool> head_installed_{false};
+  Mutex install_mu_;
+  CondVar install_cv_;
+
   mutable Mutex mu_;
-  // Newest last; consecutive revisions only (cleared on reload).
+  // Newest last; every committed revision in its range (cleared on reload).
   std::deque<SnapshotPtr> recent_ ABSL_GUARDED_BY(mu_);
   // A few snapshots rebuilt from history, newest use last.
   std::deque<SnapshotPtr> rebuilt_ ABSL_GUARDED_BY(mu_);

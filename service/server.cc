@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -17,6 +18,7 @@
 #include "service/config_service.h"
 #include "service/log.h"
 #include "service/page_token.h"
+#include "service/store/etcd/etcd_store.h"
 #include "service/store/sqlite/sqlite_store.h"
 #include "service/validate.h"
 #include "service/watch/watch_service.h"
@@ -91,18 +93,48 @@ absl::Status Server::Start() {
   if (authz_->enabled() && options_.policy_file.empty()) {
     LogLine("no --policy-file: authenticated callers are granted nothing, every call is denied");
   }
-  if (options_.store != "sqlite") {
+  if (options_.store != "sqlite" && options_.store != "etcd") {
     return absl::InvalidArgumentError(
-        absl::StrCat("unknown --store=", options_.store, " (supported: sqlite)"));
+        absl::StrCat("unknown --store=", options_.store, " (supported: sqlite, etcd)"));
   }
   const std::filesystem::path dir(options_.data_dir);
-  RETURN_IF_ERROR(PrepareDataDir(dir));
-  ASSIGN_OR_RETURN(std::string token_key, LoadOrCreateTokenKey(dir));
-
-  SqliteStoreOptions store_options;
-  store_options.data_dir = dir;
-  store_options.retention = options_.retention;
-  ASSIGN_OR_RETURN(std::unique_ptr<Store> store, OpenSqliteStore(store_options));
+  std::string token_key;
+  std::unique_ptr<Store> store;
+  std::string location;
+  if (options_.store == "sqlite") {
+    RETURN_IF_ERROR(PrepareDataDir(dir));
+    ASSIGN_OR_RETURN(token_key, LoadOrCreateTokenKey(dir));
+    SqliteStoreOptions store_options;
+    store_options.data_dir = dir;
+    store_options.retention = options_.retention;
+    ASSIGN_OR_RETURN(store, OpenSqliteStore(store_options));
+    location =
+        absl::StrCat(" data_dir=", std::filesystem::absolute(dir).lexically_normal().string());
+  } else {
+    // --- etcd store (service/store/etcd) ---
+    // Every replica must accept every other's page tokens: the key lives in
+    // etcd. History retention is etcd's compaction, not --history-*.
+    EtcdStoreOptions etcd_options;
+    etcd_options.endpoints = options_.etcd_endpoints;
+    etcd_options.prefix = options_.etcd_prefix;
+    etcd_options.ca_file = options_.etcd_ca_file;
+    etcd_options.cert_file = options_.etcd_cert_file;
+    etcd_options.key_file = options_.etcd_key_file;
+    etcd_options.request_timeout = options_.etcd_request_timeout;
+    ASSIGN_OR_RETURN(std::unique_ptr<EtcdStore> etcd_store, OpenEtcdStore(etcd_options));
+    ASSIGN_OR_RETURN(std::string candidate, PageTokenCodec::NewKey());
+    absl::StatusOr<std::string> shared = etcd_store->SharedTokenKey(candidate);
+    if (!shared.ok()) {
+      return absl::UnavailableError(absl::StrCat("cannot reach etcd at ",
+                                                 absl::StrJoin(options_.etcd_endpoints, ","), ": ",
+                                                 shared.status().message()));
+    }
+    token_key = *std::move(shared);
+    store = std::move(etcd_store);
+    location = absl::StrCat(" etcd=", absl::StrJoin(options_.etcd_endpoints, ","),
+                            " etcd_prefix=", options_.etcd_prefix);
+    // --- end etcd store ---
+  }
   engine_ = std::make_unique<Engine>(std::move(store), options_.engine);
   // --- watch fan-out (service/watch) ---
   // The hub observes commits from the first one on (set before Start), then
@@ -180,8 +212,7 @@ absl::Status Server::Start() {
   serving_ = true;
   CheckHealth();
   LogLine(absl::StrCat("serving address=", address_,
-                       " store=", std::string(engine_->store().kind()),
-                       " data_dir=", std::filesystem::absolute(dir).lexically_normal().string(),
+                       " store=", std::string(engine_->store().kind()), location,
                        " revision=", engine_->publisher().revision()));
   return absl::OkStatus();
 }

@@ -10,6 +10,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -34,6 +35,12 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7070";
   std::string data_dir = "./snapconf-data";
   std::string store = "sqlite";
+  // --- etcd store (service/store/etcd) ---
+  std::vector<std::string> etcd_endpoints;
+  std::string etcd_prefix = "/snapconf/";
+  std::string etcd_ca_file, etcd_cert_file, etcd_key_file;
+  absl::Duration etcd_request_timeout = absl::Seconds(5);
+  // --- end etcd store ---
   std::string node_id;  // default: the bound address
   absl::Duration grace_period = absl::Seconds(5);
   RetentionPolicy retention;

@@ -22,7 +22,19 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "Address to serve gRPC on (host:port).");
 ABSL_FLAG(std::string, data_dir, "./snapconf-data", "Directory of the embedded store.");
-ABSL_FLAG(std::string, store, "sqlite", "Store: sqlite (one node).");
+ABSL_FLAG(std::string, store, "sqlite",
+          "Store: sqlite (one node) or etcd (several replicas on one etcd cluster).");
+// --- etcd store (service/store/etcd) ---
+ABSL_FLAG(std::vector<std::string>, etcd_endpoints, {},
+          "With --store=etcd: etcd members as host:port,host:port,...");
+ABSL_FLAG(std::string, etcd_prefix, "/snapconf/",
+          "With --store=etcd: every key snapconf writes to etcd starts with this.");
+ABSL_FLAG(std::string, etcd_ca, "", "With --store=etcd: CA certificate (PEM) that signed etcd's.");
+ABSL_FLAG(std::string, etcd_cert, "", "With --store=etcd: client certificate (PEM) for etcd.");
+ABSL_FLAG(std::string, etcd_key, "", "With --store=etcd: private key (PEM) of --etcd-cert.");
+ABSL_FLAG(absl::Duration, etcd_request_timeout, absl::Seconds(5),
+          "With --store=etcd: how long one write may take in etcd (all its attempts).");
+// --- end etcd store ---
 ABSL_FLAG(std::string, ready_file, "",
           "When set, the bound address (host:port) is written here once serving.");
 ABSL_FLAG(std::string, node_id, "", "Name of this node in responses (default: host:port).");
@@ -73,7 +85,8 @@ ABSL_FLAG(bool, allow_insecure_non_loopback, false,
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "snapconfd serves snapconf's gRPC API.\n\n"
-      "  snapconfd --listen=127.0.0.1:7070 --data-dir=./snapconf-data");
+      "  snapconfd --listen=127.0.0.1:7070 --data-dir=./snapconf-data\n"
+      "  snapconfd --listen=0.0.0.0:7070 --store=etcd --etcd-endpoints=e1:2379,e2:2379,e3:2379");
   // Flags are documented with dashes (--data-dir); Abseil names them with
   // underscores. Both spellings are accepted.
   std::vector<std::string> normalized(argv, argv + argc);
@@ -99,6 +112,14 @@ int main(int argc, char** argv) {
   options.data_dir = absl::GetFlag(FLAGS_data_dir);
   options.store = absl::GetFlag(FLAGS_store);
   options.node_id = absl::GetFlag(FLAGS_node_id);
+  // --- etcd store (service/store/etcd) ---
+  options.etcd_endpoints = absl::GetFlag(FLAGS_etcd_endpoints);
+  options.etcd_prefix = absl::GetFlag(FLAGS_etcd_prefix);
+  options.etcd_ca_file = absl::GetFlag(FLAGS_etcd_ca);
+  options.etcd_cert_file = absl::GetFlag(FLAGS_etcd_cert);
+  options.etcd_key_file = absl::GetFlag(FLAGS_etcd_key);
+  options.etcd_request_timeout = absl::GetFlag(FLAGS_etcd_request_timeout);
+  // --- end etcd store ---
   options.grace_period = absl::GetFlag(FLAGS_grace_period);
   options.retention.max_records = absl::GetFlag(FLAGS_history_max_records);
   options.retention.max_age = absl::GetFlag(FLAGS_history_max_age);

@@ -6,7 +6,10 @@
 //
 // Contract:
 //   * Revisions are global, start at 1, and every committed WriteRequest gets
-//     exactly the next one: no gaps, no reuse, never backwards.
+//     a new one: no reuse, never backwards. The local stores (SQLite, memory)
+//     hand out exactly the next one, with no gaps; the etcd store uses etcd's
+//     revision, which skips numbers taken by writes outside snapconf's prefix
+//     (docs/adr/004-etcd-store.md). Consumers must not assume R + 1 follows R.
 //   * Commit() returns OK only after the change set is durable AND has been
 //     handed to the CommitListener (so the caller's snapshot is published
 //     before the client hears back).
@@ -142,6 +145,10 @@ class Store {
 
   // OK while writes are accepted; otherwise why not (UNAVAILABLE, ...).
   virtual absl::Status Health() const = 0;
+
+  // How long this node has been out of touch with the shared medium (etcd),
+  // so reads may be that much out of date; zero for the local stores.
+  virtual absl::Duration Staleness() const { return absl::ZeroDuration(); }
 
   // Store kind for logs and status: "sqlite", "etcd", "memory".
   virtual std::string_view kind() const = 0;

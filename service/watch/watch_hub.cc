@@ -109,6 +109,10 @@ const std::string kAllKeys;
 // lazily built variant with previous entries (call_once makes it safe).
 struct LogRecord {
   Revision revision = 0;
+  // The revision before this one in the stream. Usually revision - 1; with
+  // the etcd store revisions may skip numbers (writes outside snapconf's
+  // prefix), and this record then covers every revision in (after, revision].
+  Revision after = 0;
   std::vector<EntryChange> changes;  // sorted by (ns, key)
   Encoded plain;                     // Change.after only
   size_t byte_size = 0;
@@ -124,10 +128,11 @@ struct LogRecord {
     return with_before;
   }
 
-  static std::shared_ptr<const LogRecord> Make(Revision revision,
+  static std::shared_ptr<const LogRecord> Make(Revision after, Revision revision,
                                                std::vector<EntryChange> changes) {
     auto record = std::make_shared<LogRecord>();
     record->revision = revision;
+    record->after = after;
     record->changes = std::move(changes);
     record->plain = Encode(record->changes, false);
     record->byte_size = record->plain.bytes.size() + kRecordOverhead;
@@ -476,7 +481,7 @@ bool Watcher::CatchUpEveryRevision(grpc::ByteBuffer* out) {
   while (end < head && !full) {
     std::vector<std::shared_ptr<const LogRecord>> records =
         hub_->Records(end + 1, head, kScanWindow);
-    if (records.empty() || records.front()->revision != end + 1) {
+    if (records.empty() || records.front()->after > end) {
       if (message.revisions > 0) break;  // send what is whole; the next pump resets
       const WatchHub::View view = hub_->GetView();
       const bool reloaded = view.reloaded_at > 0 && end < view.reloaded_at;
@@ -513,7 +518,7 @@ bool Watcher::CatchUpLatestState(grpc::ByteBuffer* out) {
   if (scan_position_ + 1 >= view.oldest) {
     std::vector<std::shared_ptr<const LogRecord>> records =
         hub_->Records(scan_position_ + 1, head, static_cast<size_t>(head - scan_position_));
-    if (!records.empty() && records.front()->revision == scan_position_ + 1 &&
+    if (!records.empty() && records.front()->after <= scan_position_ &&
         records.back()->revision == head) {
       Message message;
       std::shared_ptr<const LogRecord> only;
@@ -657,12 +662,19 @@ WatchHub::~WatchHub() { Shutdown(); }
 
 void WatchHub::OnCommitted(const SnapshotPtr& snapshot, const CommitRecord& record) {
   // Serialized here, once, on the writer thread, outside the lock.
-  std::shared_ptr<const LogRecord> entry = LogRecord::Make(record.revision, record.changes);
+  // Revisions only increase; the etcd store may skip numbers that belong to
+  // writes outside snapconf, which the record's `after` bridges.
+  Revision after = record.revision - 1;
   {
     MutexLock lock(&mu_);
-    if (head_ != nullptr && head_->revision() + 1 != record.revision) {
-      // Not contiguous (never expected): drop the log rather than hide a gap;
-      // watchers behind it are reset.
+    if (head_ != nullptr && head_->revision() < record.revision) after = head_->revision();
+  }
+  std::shared_ptr<const LogRecord> entry = LogRecord::Make(after, record.revision, record.changes);
+  {
+    MutexLock lock(&mu_);
+    if (head_ != nullptr && head_->revision() >= record.revision) {
+      // Going backwards (never expected): drop the log rather than hide a
+      // gap; watchers behind it are reset.
       log_.clear();
       log_bytes_ = 0;
     }
@@ -709,41 +721,53 @@ absl::Status WatchHub::Preload(Store& store) {
   {
     MutexLock lock(&mu_);
     if (head_ == nullptr) return absl::OkStatus();
-    upper = log_.empty() ? head_->revision() : log_.front()->revision - 1;
+    upper = log_.empty() ? head_->revision() : log_.front()->after;
     budget = options_.log_max_revisions - static_cast<int64_t>(log_.size());
   }
-  std::vector<std::shared_ptr<const LogRecord>> older;  // newest first
-  size_t bytes = 0;
+  // History holds every change set, but revision numbers may skip (etcd):
+  // each record follows the next older one, and the oldest one fetched is
+  // only kept when history has nothing older (its predecessor is unknown).
+  std::vector<CommitRecord> fetched;  // newest first
+  bool exhausted = false;
   Revision next = upper;
-  while (next >= 1 && static_cast<int64_t>(older.size()) < budget) {
+  while (static_cast<int64_t>(fetched.size()) <= budget) {
+    if (next < 1) {
+      exhausted = true;
+      break;
+    }
     HistoryQuery query;
     query.to_revision = next;
-    query.limit = static_cast<size_t>(std::min<int64_t>(1000, budget - older.size()));
+    query.limit = static_cast<size_t>(std::min<int64_t>(1000, budget + 1 - fetched.size()));
     absl::StatusOr<std::vector<CommitRecord>> page = store.ReadHistory(query);
     if (absl::IsOutOfRange(page.status())) break;  // nothing retained that old
     if (!page.ok()) return page.status();
-    if (page->empty()) break;
-    bool stop = false;
-    for (CommitRecord& record : *page) {
-      if (record.revision != next) {
-        stop = true;
-        break;
-      }
-      std::shared_ptr<const LogRecord> entry =
-          LogRecord::Make(record.revision, std::move(record.changes));
-      if (bytes + entry->byte_size > options_.log_max_bytes) {
-        stop = true;
-        break;
-      }
-      bytes += entry->byte_size;
-      older.push_back(std::move(entry));
-      --next;
+    if (page->empty()) {
+      exhausted = true;
+      break;
     }
-    if (stop) break;
+    next = page->back().revision - 1;
+    for (CommitRecord& record : *page) fetched.push_back(std::move(record));
+  }
+  std::vector<std::shared_ptr<const LogRecord>> older;  // newest first
+  size_t bytes = 0;
+  for (size_t i = 0; i < fetched.size() && static_cast<int64_t>(older.size()) < budget; ++i) {
+    Revision after = 0;
+    if (i + 1 < fetched.size()) {
+      after = fetched[i + 1].revision;
+    } else if (exhausted) {
+      after = std::clamp<Revision>(store.oldest_revision() - 1, 0, fetched[i].revision - 1);
+    } else {
+      break;
+    }
+    std::shared_ptr<const LogRecord> entry =
+        LogRecord::Make(after, fetched[i].revision, std::move(fetched[i].changes));
+    if (bytes + entry->byte_size > options_.log_max_bytes) break;
+    bytes += entry->byte_size;
+    older.push_back(std::move(entry));
   }
   {
     MutexLock lock(&mu_);
-    const Revision now_upper = log_.empty() ? head_->revision() : log_.front()->revision - 1;
+    const Revision now_upper = log_.empty() ? head_->revision() : log_.front()->after;
     if (now_upper != upper) return absl::OkStatus();  // the log moved on; not contiguous
     for (std::shared_ptr<const LogRecord>& entry : older) {
       if (static_cast<int64_t>(log_.size()) >= options_.log_max_revisions ||
@@ -762,7 +786,7 @@ WatchHub::View WatchHub::GetView() const {
   View view;
   view.head = head_;
   const Revision head = head_ ? head_->revision() : 0;
-  view.oldest = log_.empty() ? head + 1 : log_.front()->revision;
+  view.oldest = log_.empty() ? head + 1 : log_.front()->after + 1;
   view.reloaded_at = reloads_ > 0 ? reloaded_at_ : 0;
   return view;
 }
@@ -784,9 +808,12 @@ std::vector<std::shared_ptr<const LogRecord>> WatchHub::Records(Revision from, R
   std::vector<std::shared_ptr<const LogRecord>> out;
   MutexLock lock(&mu_);
   if (log_.empty()) return out;
-  const Revision oldest = log_.front()->revision;
-  const Revision first = std::max(from, oldest);
-  for (size_t i = static_cast<size_t>(first - oldest); i < log_.size() && out.size() < max; ++i) {
+  // Revisions increase along the log but may skip numbers: binary search.
+  const auto it = std::lower_bound(
+      log_.begin(), log_.end(), from,
+      [](const std::shared_ptr<const LogRecord>& r, Revision rev) { return r->revision < rev; });
+  for (size_t i = static_cast<size_t>(it - log_.begin()); i < log_.size() && out.size() < max;
+       ++i) {
     if (log_[i]->revision > to) break;
     out.push_back(log_[i]);
   }

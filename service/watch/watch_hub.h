@@ -27,8 +27,11 @@
 //     calling a WatchSink (gRPC), and a sink call never blocks.
 //
 // Invariants.
-//   * The log holds consecutive revisions [oldest, head]; head is the newest
-//     committed revision the hub has seen.
+//   * The log holds consecutive committed revisions [oldest, head]; head is
+//     the newest committed revision the hub has seen. "Consecutive" means no
+//     committed revision is missing: with the etcd store the numbers may skip
+//     (revisions of writes outside snapconf), and each record remembers the
+//     revision before it (LogRecord::after) so a skip is never taken for a gap.
 //   * For every watcher: client_revision <= scan_position, and no revision in
 //     (client_revision, scan_position] matches its filter unless it is in the
 //     write in flight. Revisions are sent strictly increasing, each at most

@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "service/store/memory/memory_store.h"
@@ -92,7 +93,7 @@ class WatchHubTest : public ::testing::Test {
 
   Revision Commit(const ChangeSet& changes) {
     MutexLock lock(&mu_);
-    const Revision rev = head_->revision() + 1;
+    const Revision rev = head_->revision() + 1 + std::exchange(skip_next_, 0);
     absl::StatusOr<Snapshot::Applied> applied = head_->Apply(changes, rev);
     EXPECT_TRUE(applied.ok()) << applied.status();
     head_ = applied->snapshot;
@@ -152,6 +153,9 @@ class WatchHubTest : public ::testing::Test {
   SnapshotPtr head_ ABSL_GUARDED_BY(mu_) = Snapshot::Empty();
   std::map<Revision, SnapshotPtr> snapshots_ ABSL_GUARDED_BY(mu_) = {{0, head_}};
   std::vector<v1::ChangeRecord> history_ ABSL_GUARDED_BY(mu_);
+  // Revision numbers the next Commit skips (the etcd store's revisions skip
+  // numbers taken by writes outside snapconf).
+  Revision skip_next_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::unique_ptr<Stream>> streams_;
   std::unique_ptr<WatchHub> hub_;
 };
@@ -179,6 +183,34 @@ TEST_F(WatchHubTest, StartAtZeroSendsInitialResetThenChanges) {
   EXPECT_EQ(responses[1].changes().revisions(0).changes(0).after().value(), "10");
   EXPECT_FALSE(responses[1].changes().revisions(0).changes(0).has_before());
   Check(s);
+}
+
+TEST_F(WatchHubTest, SkippedRevisionNumbersAreNotGaps) {
+  MakeHub();
+  Put("app", "a", "1");  // 1
+  {
+    MutexLock lock(&mu_);
+    skip_next_ = 3;
+  }
+  const Revision r5 = Put("app", "a", "2");
+  ASSERT_EQ(r5, 5);
+  const Revision r6 = Put("app", "b", "3");
+  // Replaying from before, from inside and from after the skipped numbers
+  // needs no reset: nothing was committed at 2..4.
+  Stream* from_start = Open(Create({{"app", {}}}, 1));
+  Stream* inside = Open(Create({{"app", {}}}, 3));
+  Stream* latest = Open(Create({{"app", {}}}, 2, v1::DELIVERY_MODE_LATEST_STATE));
+  for (Stream* s : {from_start, inside, latest}) {
+    ASSERT_TRUE(Await(s, r6));
+    for (const auto& r : s->sink.responses()) EXPECT_FALSE(r.has_reset());
+    const CheckResult result = Check(s);
+    EXPECT_EQ(result.final_revision, r6);
+  }
+  const auto replayed = from_start->sink.responses();
+  ASSERT_EQ(replayed.size(), 1u);
+  ASSERT_EQ(replayed[0].changes().revisions_size(), 3);
+  EXPECT_EQ(replayed[0].changes().revisions(1).revision(), 5);
+  EXPECT_EQ(hub_->oldest_revision(), 1);
 }
 
 TEST_F(WatchHubTest, SharedBytesAreCanonicalProtobuf) {
