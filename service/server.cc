@@ -179,14 +179,14 @@ absl::Status Server::Start() {
       },
       // Every watched namespace needs read: a watch is a read that goes on.
       [identities = identities_.get(), authz = authz_.get()](
-          const grpc::CallbackServerContext& ctx, const WatchSpec& spec) -> absl::Status {
+          const grpc::ServerContextBase& ctx, const WatchSpec& spec) -> absl::Status {
         const std::string identity = identities->Of(ctx);
         for (const WatchFilterSpec& filter : spec.filters) {
           RETURN_IF_ERROR(authz->Check(identity, Permission::kRead, filter.ns));
         }
         return absl::OkStatus();
       });
-  builder.RegisterService(watch_service_.get());
+  watch_service_->AddTo(&builder);  // the service and its completion queues
   admin_service_->set_open_watches_source(&watch_hub_->open_streams());
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_time)));
@@ -209,6 +209,7 @@ absl::Status Server::Start() {
   const std::string host =
       options_.listen.substr(0, options_.listen.size() - host_port.back().size() - 1);
   address_ = absl::StrCat(host, ":", port);
+  watch_service_->Start();  // watch fan-out: accept streams
   serving_ = true;
   CheckHealth();
   LogLine(absl::StrCat("serving address=", address_,
@@ -258,6 +259,7 @@ void Server::Shutdown() {
   grpc_server_->Shutdown(std::chrono::system_clock::now() +
                          absl::ToChronoNanoseconds(options_.grace_period));
   grpc_server_->Wait();
+  watch_service_->Stop();  // watch fan-out: drain its completion queues
   LogLine(absl::StrCat("stopped address=", address_, " revision=", revision));
 }
 

@@ -1,91 +1,183 @@
-// watch_fanout_bench: one change fanned out to N watchers over C connections.
+// watch_fanout_bench: the watch fan-out measured from a separate client
+// process against a real snapconfd child process (tests/testing/
+// server_process.h), with the callback client API (no thread per stream).
 //
-// Starts snapconfd as a child process (tests/testing/server_process.h), opens
-// N watch streams spread over C channels with the callback client API (no
-// thread per stream), waits until every stream holds its initial state, then
-// for each round Puts one key in the watched namespace and measures the time
-// from sending the Put until the last stream received that revision. Also
-// reports the server's resident memory per idle stream (VmRSS before and
-// after the streams opened).
+// Scenarios (--scenario):
+//   fanout     N streams; per round one Put, timed until the last stream has
+//              that revision; server CPU (utime + stime from /proc) per
+//              delivery over the rounds; server RSS per idle stream.
+//   sustained  N streams; a paced writer Puts at --write_rate for
+//              --duration; deliveries per second (a delivery is one revision
+//              reaching one stream; a message may carry several when a stream
+//              is behind), messages per second, server CPU, and the time until
+//              every stream had the last revision.
+//   memory     server RSS per idle stream as the delta between --base_watchers
+//              and --watchers streams, then per extra watched prefix: a group
+//              of --prefix_streams streams with one prefix against one with
+//              1 + --prefixes prefixes each.
+//   stall      N streams of which --stalled_percent stop reading while a
+//              paced writer runs for --duration; the server's RSS is sampled
+//              every --sample_interval. Afterwards the stalled streams read
+//              again and must catch up (they get a reset when they fell out
+//              of the log).
+// The benchmark measures and reports; it asserts no speed. It exits non-zero
+// only when the setup fails (server, streams, writes).
 //
-//   watch_fanout_bench --watchers=10000 --connections=10 --rounds=5
+//   watch_fanout_bench --scenario=fanout --watchers=10000 --connections=10 --rounds=7
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
 #include "tests/testing/server_process.h"
 
+ABSL_FLAG(std::string, scenario, "fanout", "fanout, sustained, memory or stall.");
 ABSL_FLAG(int, watchers, 1000, "Watch streams to open.");
 ABSL_FLAG(int, connections, 10, "Client connections the streams are spread over.");
-ABSL_FLAG(int, rounds, 5, "Changes to time.");
+ABSL_FLAG(int, rounds, 5, "fanout: changes to time.");
+ABSL_FLAG(double, write_rate, 50, "sustained/stall: Puts per second.");
+ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "sustained/stall: how long to write.");
+ABSL_FLAG(int, value_bytes, 100, "Bytes per value written.");
+ABSL_FLAG(int, base_watchers, 1000, "memory: streams open at the first RSS reading.");
+ABSL_FLAG(int, prefix_streams, 1000, "memory: streams in each prefix group.");
+ABSL_FLAG(int, prefixes, 100, "memory: extra prefixes per stream in the second group.");
+ABSL_FLAG(double, stalled_percent, 1, "stall: percent of the streams that stop reading.");
+ABSL_FLAG(absl::Duration, sample_interval, absl::Seconds(1), "stall: RSS sampling interval.");
+ABSL_FLAG(int, stall_value_bytes, 0,
+          "stall: when > 0, every other write puts key \"big\" with a value this large; only "
+          "the stalled streams watch it (the others watch prefix \"k\"), so their flow-control "
+          "windows fill and the server holds their writes.");
+ABSL_FLAG(int, log_revisions, 1000,
+          "stall: the server's --watch_log_revisions; that many revisions are written before "
+          "sampling starts, so the log is already at its bound.");
+ABSL_FLAG(bool, bdp_probe, true,
+          "Client channels probe bandwidth-delay with pings (gRPC's default).");
+ABSL_FLAG(std::string, server_flags, "",
+          "Extra snapconfd flags, separated by spaces (e.g. \"--watch_dispatch_threads=1\").");
 
 namespace snapconf {
 namespace {
 
-// Shared by every stream: counts the streams that are ready and those that
-// received the revision being timed.
+// State shared by every stream. Counters are atomics so the streams'
+// callbacks (on gRPC's threads) never wait on the measuring thread.
 struct Tally {
   std::mutex mu;
   std::condition_variable cv;
-  int64_t target = -1;
-  int ready = 0;
-  int delivered = 0;
-  int ended = 0;
-  int failed = 0;
+  std::atomic<int> ready{0};
+  std::atomic<int> failed{0};
+  std::atomic<int> ended{0};
+  // fanout: streams that reached `target`; the waiter is woken at `wake_at`.
+  std::atomic<int64_t> target{-1};
+  std::atomic<int> reached{0};
+  std::atomic<int> wake_at{1 << 30};
+  // Totals over every stream.
+  std::atomic<int64_t> messages{0};
+  std::atomic<int64_t> deliveries{0};  // revisions received, summed over streams
+  std::atomic<int64_t> resets{0};      // resets after the initial one
+
+  void Notify() {
+    std::lock_guard<std::mutex> lock(mu);
+    cv.notify_all();
+  }
+  template <typename Pred>
+  bool WaitFor(absl::Duration limit, Pred pred) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, absl::ToChronoNanoseconds(limit), pred);
+  }
 };
 
 class WatchStream : public grpc::ClientBidiReactor<v1::WatchRequest, v1::WatchResponse> {
  public:
-  WatchStream(v1::WatchService::Stub* stub, Tally* tally) : tally_(tally) {
+  WatchStream(v1::WatchService::Stub* stub, Tally* tally, std::vector<std::string> prefixes)
+      : tally_(tally) {
     v1::WatchCreateRequest* create = request_.mutable_create();
-    create->add_filters()->set_namespace_("bench");
+    v1::WatchFilter* filter = create->add_filters();
+    filter->set_namespace_("bench");
+    for (std::string& p : prefixes) filter->add_prefixes(std::move(p));
     create->set_mode(v1::DELIVERY_MODE_EVERY_REVISION);
     stub->async()->Watch(&ctx_, this);
     StartWrite(&request_);
     StartRead(&response_);
     StartCall();
   }
+
   void Cancel() { ctx_.TryCancel(); }
+  int64_t revision() const { return revision_.load(std::memory_order_acquire); }
+
+  // stall: from the next message on, the stream stops reading.
+  void Stall() { stall_.store(true); }
+  // Reads again (the read stopped by Stall is started here).
+  void Resume() {
+    stall_.store(false);
+    if (parked_.exchange(false)) StartRead(&response_);
+  }
+
   void OnWriteDone(bool) override {}
   void OnReadDone(bool ok) override {
     if (!ok) return;
-    {
-      std::lock_guard<std::mutex> lock(tally_->mu);
-      if (response_.has_reset() && !response_.reset().more()) {
-        ++tally_->ready;
-        tally_->cv.notify_all();
-      } else if (response_.has_changes() && response_.changes().revision() == tally_->target) {
-        // Wake the timer only for the last one: a wake-up per delivery would
-        // cost the client more than the delivery.
-        if (++tally_->delivered >= tally_->ready) tally_->cv.notify_all();
+    tally_->messages.fetch_add(1, std::memory_order_relaxed);
+    int64_t revision = -1;
+    if (response_.has_reset()) {
+      if (!response_.reset().more()) {
+        revision = response_.reset().revision();
+        if (!initial_done_) {
+          initial_done_ = true;
+          tally_->ready.fetch_add(1);
+          tally_->Notify();
+        } else {
+          tally_->resets.fetch_add(1, std::memory_order_relaxed);
+        }
       }
+    } else if (response_.has_changes()) {
+      revision = response_.changes().revision();
+      tally_->deliveries.fetch_add(response_.changes().revisions_size(), std::memory_order_relaxed);
+    }
+    if (revision > 0) {
+      revision_.store(revision, std::memory_order_release);
+      const int64_t target = tally_->target.load(std::memory_order_acquire);
+      if (target > 0 && revision >= target && reached_ < target) {
+        reached_ = target;
+        // Only the stream that completes the count wakes the waiter: a
+        // wake-up per delivery would cost more than the delivery.
+        if (tally_->reached.fetch_add(1) + 1 == tally_->wake_at.load()) tally_->Notify();
+      }
+    }
+    if (stall_.load()) {
+      parked_.store(true);
+      // Resume may have run between the two loads: then read on here.
+      if (stall_.load() || !parked_.exchange(false)) return;
     }
     StartRead(&response_);
   }
   void OnDone(const grpc::Status& s) override {
-    std::lock_guard<std::mutex> lock(tally_->mu);
     if (s.error_code() != grpc::StatusCode::CANCELLED) {
-      if (tally_->failed++ == 0) {
-        std::fprintf(stderr, "stream ended: %d %s\n", s.error_code(), s.error_message().c_str());
+      if (tally_->failed.fetch_add(1) < 3) {
+        std::fprintf(stderr, "stream ended at revision %lld: %d %s\n",
+                     static_cast<long long>(revision()), s.error_code(), s.error_message().c_str());
       }
     }
-    ++tally_->ended;
-    tally_->cv.notify_all();
+    tally_->ended.fetch_add(1);
+    tally_->Notify();
   }
 
  private:
@@ -93,6 +185,11 @@ class WatchStream : public grpc::ClientBidiReactor<v1::WatchRequest, v1::WatchRe
   grpc::ClientContext ctx_;
   v1::WatchRequest request_;
   v1::WatchResponse response_;
+  std::atomic<int64_t> revision_{0};
+  int64_t reached_ = 0;  // reads are sequential: only OnReadDone touches it
+  bool initial_done_ = false;
+  std::atomic<bool> stall_{false};
+  std::atomic<bool> parked_{false};
 };
 
 int64_t RssKiB(pid_t pid) {
@@ -104,100 +201,541 @@ int64_t RssKiB(pid_t pid) {
   return -1;
 }
 
-int Run() {
-  const int watchers = absl::GetFlag(FLAGS_watchers);
-  const int connections = std::max(1, absl::GetFlag(FLAGS_connections));
-  testing::ServerOptions options;
-  options.extra_flags = {absl::StrCat("--watch_max_streams=", watchers + 10),
-                         absl::StrCat("--watch_max_streams_per_peer=", watchers + 10)};
-  auto server = testing::ServerProcess::Start(options);
-  if (!server.ok()) {
-    std::fprintf(stderr, "cannot start snapconfd: %s\n", server.status().ToString().c_str());
-    return 1;
+// utime + stime of a process, in seconds.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/stat"));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (which may hold spaces) start after ")".
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  // Field 3 is the state; utime and stime are fields 14 and 15.
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i >= 14) ticks += std::stod(field);
   }
-  const std::string address = (*server)->address();
-  auto config =
-      v1::ConfigService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
-  auto put = [&](int i) -> int64_t {
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+class Bench {
+ public:
+  absl::Status Start(int max_streams, std::vector<std::string> flags) {
+    testing::ServerOptions options;
+    options.extra_flags = std::move(flags);
+    options.extra_flags.push_back(absl::StrCat("--watch_max_streams=", max_streams));
+    options.extra_flags.push_back(absl::StrCat("--watch_max_streams_per_peer=", max_streams));
+    for (absl::string_view f :
+         absl::StrSplit(absl::GetFlag(FLAGS_server_flags), ' ', absl::SkipEmpty())) {
+      options.extra_flags.emplace_back(f);
+    }
+    absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
+        testing::ServerProcess::Start(options);
+    if (!server.ok()) return server.status();
+    server_ = *std::move(server);
+    config_ = v1::ConfigService::NewStub(
+        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+    const int connections = std::max(1, absl::GetFlag(FLAGS_connections));
+    for (int c = 0; c < connections; ++c) {
+      grpc::ChannelArguments args;
+      args.SetInt("bench.connection", c);  // distinct args: a connection each
+      if (!absl::GetFlag(FLAGS_bdp_probe)) args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+      channels_.push_back(
+          grpc::CreateCustomChannel(server_->address(), grpc::InsecureChannelCredentials(), args));
+      stubs_.push_back(v1::WatchService::NewStub(channels_.back()));
+    }
+    value_.assign(static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_value_bytes))), 'v');
+    if (Put(0) < 0) return absl::UnavailableError("the first Put failed");
+    return absl::OkStatus();
+  }
+
+  pid_t pid() const { return server_->pid(); }
+  Tally& tally() { return tally_; }
+  std::vector<std::unique_ptr<WatchStream>>& streams() { return streams_; }
+
+  // Puts key k<i % 100> in namespace `ns` ("bench" is the watched one); the
+  // revision, or -1.
+  int64_t Put(int64_t i, const std::string& ns = "bench") {
     v1::PutRequest req;
-    req.set_namespace_("bench");
-    req.set_key("k");
-    req.set_value(absl::StrCat("v", i));
+    req.set_namespace_(ns);
+    req.set_key(absl::StrCat("k", i % 100));
+    req.set_value(absl::StrCat(i, ":", value_));
     v1::PutResponse resp;
     grpc::ClientContext ctx;
-    const grpc::Status s = config->Put(&ctx, req, &resp);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    const grpc::Status s = config_->Put(&ctx, req, &resp);
     return s.ok() ? resp.header().revision() : -1;
-  };
-  if (put(0) < 0) return 1;
-  absl::SleepFor(absl::Milliseconds(200));
-  const int64_t rss_before = RssKiB((*server)->pid());
+  }
 
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  std::vector<std::unique_ptr<v1::WatchService::Stub>> stubs;
-  for (int c = 0; c < connections; ++c) {
-    grpc::ChannelArguments args;
-    args.SetInt("bench.connection", c);  // distinct args: a connection each
-    channels.push_back(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
-    stubs.push_back(v1::WatchService::NewStub(channels.back()));
+  // Puts `key` = `value` in namespace "bench"; the revision, or -1.
+  int64_t PutValue(const std::string& key, const std::string& value) {
+    v1::PutRequest req;
+    req.set_namespace_("bench");
+    req.set_key(key);
+    req.set_value(value);
+    v1::PutResponse resp;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    const grpc::Status s = config_->Put(&ctx, req, &resp);
+    return s.ok() ? resp.header().revision() : -1;
   }
-  Tally tally;
-  std::vector<std::unique_ptr<WatchStream>> streams;
+
+  // Opens `n` more streams, each watching `prefixes` (none: the whole
+  // namespace), and waits until all hold their initial state.
+  absl::Status Open(int n, const std::vector<std::string>& prefixes = {}) {
+    const int want = static_cast<int>(streams_.size()) + n;
+    for (int i = 0; i < n; ++i) {
+      const size_t c = streams_.size() % stubs_.size();
+      streams_.push_back(std::make_unique<WatchStream>(stubs_[c].get(), &tally_, prefixes));
+    }
+    const bool ok = tally_.WaitFor(
+        absl::Seconds(180), [&] { return tally_.ready.load() + tally_.failed.load() >= want; });
+    if (!ok || tally_.failed.load() > 0) {
+      return absl::UnavailableError(absl::StrCat(
+          tally_.ready.load(), " of ", want, " streams ready, ", tally_.failed.load(), " failed"));
+    }
+    return absl::OkStatus();
+  }
+
+  // RSS after the server settled (allocations from opening streams done).
+  int64_t SettledRss() {
+    absl::SleepFor(absl::Milliseconds(500));
+    return RssKiB(pid());
+  }
+
+  // Waits until every stream in [begin, end) holds `revision`; the time it
+  // took, or nullopt after `limit`.
+  std::optional<absl::Duration> WaitAll(size_t begin, size_t end, int64_t revision,
+                                        absl::Duration limit) {
+    const absl::Time start = absl::Now();
+    while (absl::Now() - start < limit) {
+      bool all = true;
+      for (size_t i = begin; i < end && all; ++i) all = streams_[i]->revision() >= revision;
+      if (all) return absl::Now() - start;
+      absl::SleepFor(absl::Milliseconds(2));
+    }
+    return std::nullopt;
+  }
+
+  // Streams that ended before CloseAll, and the server's log when any did.
+  void ReportFailures() {
+    const int failed = tally_.failed.load();
+    if (failed == 0) return;
+    std::printf("streams that ended early: %d\n", failed);
+    const std::string log = server_->ReadLog();
+    std::fprintf(stderr, "server log (last 2000 bytes):\n%s\n",
+                 log.substr(log.size() > 2000 ? log.size() - 2000 : 0).c_str());
+  }
+
+  void CloseAll() {
+    ReportFailures();
+    for (auto& s : streams_) s->Cancel();
+    tally_.WaitFor(absl::Seconds(60),
+                   [&] { return tally_.ended.load() >= static_cast<int>(streams_.size()); });
+  }
+
+ private:
+  std::unique_ptr<testing::ServerProcess> server_;
+  std::unique_ptr<v1::ConfigService::Stub> config_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::unique_ptr<v1::WatchService::Stub>> stubs_;
+  std::string value_;
+  Tally tally_;
+  std::vector<std::unique_ptr<WatchStream>> streams_;
+};
+
+// A writer thread that Puts at a steady rate for a while. A Put that falls
+// behind schedule is sent at once; none is skipped.
+class PacedWriter {
+ public:
+  PacedWriter(Bench* bench, double rate, absl::Duration duration,
+              std::function<int64_t(int64_t)> put = nullptr)
+      : bench_(bench), rate_(rate), duration_(duration), put_(std::move(put)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~PacedWriter() { Join(); }
+  void Join() {
+    if (thread_.joinable()) thread_.join();
+  }
+  int64_t last_revision() const { return last_.load(); }
+  int64_t writes() const { return writes_.load(); }
+  int64_t errors() const { return errors_.load(); }
+  absl::Duration elapsed() const { return elapsed_; }
+
+ private:
+  void Run() {
+    const absl::Time start = absl::Now();
+    const absl::Duration step = absl::Seconds(1.0 / std::max(0.1, rate_));
+    for (int64_t i = 1;; ++i) {
+      const absl::Time due = start + step * static_cast<double>(i - 1);
+      if (due - start >= duration_) break;
+      absl::SleepFor(due - absl::Now());
+      const int64_t rev = put_ ? put_(i) : bench_->Put(i);
+      if (rev < 0) {
+        errors_.fetch_add(1);
+      } else {
+        last_.store(rev);
+        writes_.fetch_add(1);
+      }
+    }
+    elapsed_ = absl::Now() - start;
+  }
+
+  Bench* const bench_;
+  const double rate_;
+  const absl::Duration duration_;
+  const std::function<int64_t(int64_t)> put_;
+  std::atomic<int64_t> last_{0};
+  std::atomic<int64_t> writes_{0};
+  std::atomic<int64_t> errors_{0};
+  absl::Duration elapsed_;
+  std::thread thread_;
+};
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "setup failed: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+int RunFanout(Bench& bench) {
+  const int watchers = absl::GetFlag(FLAGS_watchers);
+  const int64_t rss_before = bench.SettledRss();
   const absl::Time open_start = absl::Now();
-  for (int i = 0; i < watchers; ++i) {
-    streams.push_back(std::make_unique<WatchStream>(stubs[i % connections].get(), &tally));
-  }
-  {
-    std::unique_lock<std::mutex> lock(tally.mu);
-    tally.cv.wait_for(lock, std::chrono::seconds(120),
-                      [&] { return tally.ready + tally.failed >= watchers; });
-  }
+  if (absl::Status s = bench.Open(watchers); !s.ok()) return Fail(s);
   const absl::Duration open_time = absl::Now() - open_start;
-  absl::SleepFor(absl::Milliseconds(500));
-  const int64_t rss_after = RssKiB((*server)->pid());
-  std::printf("watchers=%d connections=%d ready=%d failed=%d open_all=%.0f ms server_pid=%d\n",
-              watchers, connections, tally.ready, tally.failed,
-              absl::ToDoubleMilliseconds(open_time), static_cast<int>((*server)->pid()));
-  std::fflush(stdout);
+  const int64_t rss_after = bench.SettledRss();
+  Tally& tally = bench.tally();
+  std::printf("fanout: watchers=%d connections=%d open_all=%.0f ms server_pid=%d\n", watchers,
+              absl::GetFlag(FLAGS_connections), absl::ToDoubleMilliseconds(open_time),
+              static_cast<int>(bench.pid()));
   std::printf("server RSS: %lld KiB before, %lld KiB with idle streams: %.1f KiB per watcher\n",
               static_cast<long long>(rss_before), static_cast<long long>(rss_after),
               static_cast<double>(rss_after - rss_before) / std::max(1, watchers));
+  std::fflush(stdout);
 
   std::vector<double> latencies;
+  double cpu_total = 0;
+  double client_total = 0;
+  int64_t delivered_total = 0;
   for (int round = 1; round <= absl::GetFlag(FLAGS_rounds); ++round) {
-    // The next revision is known: nothing else writes.
-    {
-      std::lock_guard<std::mutex> lock(tally.mu);
-      tally.target = round + 1;
-      tally.delivered = 0;
-    }
+    // Nothing else writes: the next revision is known before the Put.
+    const int64_t target = bench.streams().front()->revision() + 1;
+    tally.reached.store(0);
+    tally.wake_at.store(watchers);
+    tally.target.store(target);
+    const double cpu_begin = CpuSeconds(bench.pid());
+    const double client_begin = CpuSeconds(getpid());
     const absl::Time begin = absl::Now();
-    const int64_t rev = put(round);
-    bool all = false;
-    {
-      std::unique_lock<std::mutex> lock(tally.mu);
-      all = tally.cv.wait_for(lock, std::chrono::seconds(30),
-                              [&] { return tally.delivered >= tally.ready; });
+    const int64_t rev = bench.Put(round);
+    if (rev != target) {
+      std::fprintf(stderr, "Put returned revision %lld, expected %lld\n",
+                   static_cast<long long>(rev), static_cast<long long>(target));
+      return 1;
     }
+    const bool all = tally.WaitFor(absl::Seconds(30), [&] { return tally.reached >= watchers; });
     const double ms = absl::ToDoubleMilliseconds(absl::Now() - begin);
+    const double cpu = CpuSeconds(bench.pid()) - cpu_begin;
+    cpu_total += cpu;
+    client_total += CpuSeconds(getpid()) - client_begin;
+    delivered_total += tally.reached.load();
     latencies.push_back(ms);
-    std::printf("round %d: revision %lld reached %d/%d watchers in %.1f ms (Put included)%s\n",
-                round, static_cast<long long>(rev), tally.delivered, tally.ready, ms,
-                all ? "" : " TIMEOUT");
+    std::printf(
+        "round %d: revision %lld reached %d/%d watchers in %.1f ms (Put included), "
+        "server CPU %.0f ms%s\n",
+        round, static_cast<long long>(rev), tally.reached.load(), watchers, ms, cpu * 1e3,
+        all ? "" : " TIMEOUT");
     std::fflush(stdout);
+    tally.target.store(-1);
     absl::SleepFor(absl::Milliseconds(200));
   }
-  std::sort(latencies.begin(), latencies.end());
   if (!latencies.empty()) {
+    std::sort(latencies.begin(), latencies.end());
     std::printf("fan-out to last delivery: min %.1f ms, median %.1f ms, max %.1f ms\n",
-                latencies.front(), latencies[latencies.size() / 2], latencies.back());
+                latencies.front(), Median(latencies), latencies.back());
+    std::printf(
+        "server CPU per delivery: %.2f us (%.0f ms over %lld deliveries, commits "
+        "included; /proc ticks are 10 ms)\n",
+        delivered_total > 0 ? cpu_total * 1e6 / static_cast<double>(delivered_total) : 0,
+        cpu_total * 1e3, static_cast<long long>(delivered_total));
+    std::printf(
+        "client (this process) CPU per delivery: %.2f us\n",
+        delivered_total > 0 ? client_total * 1e6 / static_cast<double>(delivered_total) : 0);
   }
-  for (auto& s : streams) s->Cancel();
-  {
-    std::unique_lock<std::mutex> lock(tally.mu);
-    tally.cv.wait_for(lock, std::chrono::seconds(30), [&] { return tally.ended >= watchers; });
-  }
+  bench.CloseAll();
   return 0;
+}
+
+int RunSustained(Bench& bench) {
+  const int watchers = absl::GetFlag(FLAGS_watchers);
+  if (absl::Status s = bench.Open(watchers); !s.ok()) return Fail(s);
+  Tally& tally = bench.tally();
+  const double rate = absl::GetFlag(FLAGS_write_rate);
+  const absl::Duration duration = absl::GetFlag(FLAGS_duration);
+  std::printf("sustained: watchers=%d connections=%d write_rate=%.0f/s duration=%s\n", watchers,
+              absl::GetFlag(FLAGS_connections), rate, absl::FormatDuration(duration).c_str());
+  std::fflush(stdout);
+  const int64_t deliveries_begin = tally.deliveries.load();
+  const int64_t messages_begin = tally.messages.load();
+  const double cpu_begin = CpuSeconds(bench.pid());
+  const double client_cpu_begin = CpuSeconds(getpid());
+  const absl::Time begin = absl::Now();
+  PacedWriter writer(&bench, rate, duration);
+  writer.Join();
+  const int64_t last = writer.last_revision();
+  const std::optional<absl::Duration> drain =
+      bench.WaitAll(0, bench.streams().size(), last, absl::Seconds(60));
+  const absl::Duration elapsed = absl::Now() - begin;
+  const double cpu = CpuSeconds(bench.pid()) - cpu_begin;
+  const double client_cpu = CpuSeconds(getpid()) - client_cpu_begin;
+  if (!drain) {
+    int behind = 0;
+    int64_t lowest = last;
+    for (const auto& st : bench.streams()) {
+      if (st->revision() < last) ++behind;
+      lowest = std::min(lowest, st->revision());
+    }
+    std::printf("after 60 s, %d streams still behind the last revision (lowest at %lld)\n", behind,
+                static_cast<long long>(lowest));
+  }
+  const int64_t deliveries = tally.deliveries.load() - deliveries_begin;
+  const int64_t messages = tally.messages.load() - messages_begin;
+  const double secs = absl::ToDoubleSeconds(elapsed);
+  std::printf("writes: %lld in %.1f s (%.1f/s), %lld failed; last revision %lld\n",
+              static_cast<long long>(writer.writes()), absl::ToDoubleSeconds(writer.elapsed()),
+              static_cast<double>(writer.writes()) / absl::ToDoubleSeconds(writer.elapsed()),
+              static_cast<long long>(writer.errors()), static_cast<long long>(last));
+  std::printf(
+      "every stream had the last revision %s after the last write\n",
+      drain ? absl::StrCat(absl::ToDoubleMilliseconds(*drain), " ms").c_str() : "NOT within 60 s");
+  std::printf(
+      "deliveries: %lld in %.1f s = %.0f/s (of %lld possible); messages: %lld = %.0f/s "
+      "(%.2f revisions per message); resets: %lld\n",
+      static_cast<long long>(deliveries), secs, static_cast<double>(deliveries) / secs,
+      static_cast<long long>(writer.writes()) * watchers, static_cast<long long>(messages),
+      static_cast<double>(messages) / secs,
+      messages > 0 ? static_cast<double>(deliveries) / static_cast<double>(messages) : 0,
+      static_cast<long long>(tally.resets.load()));
+  std::printf(
+      "server CPU: %.2f s over %.1f s (%.0f%% of one core); %.2f us per delivery, "
+      "%.2f us per message (commits included)\n",
+      cpu, secs, 100 * cpu / secs, deliveries > 0 ? cpu * 1e6 / static_cast<double>(deliveries) : 0,
+      messages > 0 ? cpu * 1e6 / static_cast<double>(messages) : 0);
+  std::printf("client (this process) CPU: %.2f s (%.0f%% of one core)\n", client_cpu,
+              100 * client_cpu / secs);
+  bench.CloseAll();
+  return drain ? 0 : 1;
+}
+
+int RunMemory(Bench& bench) {
+  const int base = std::max(1, absl::GetFlag(FLAGS_base_watchers));
+  const int watchers = std::max(base + 1, absl::GetFlag(FLAGS_watchers));
+  const int group = std::max(1, absl::GetFlag(FLAGS_prefix_streams));
+  const int prefixes = std::max(1, absl::GetFlag(FLAGS_prefixes));
+  if (absl::Status s = bench.Open(base); !s.ok()) return Fail(s);
+  const int64_t rss_base = bench.SettledRss();
+  if (absl::Status s = bench.Open(watchers - base); !s.ok()) return Fail(s);
+  const int64_t rss_all = bench.SettledRss();
+  const double per_watcher =
+      static_cast<double>(rss_all - rss_base) / static_cast<double>(watchers - base);
+  std::printf(
+      "memory: connections=%d; server RSS %lld KiB with %d idle streams, %lld KiB with "
+      "%d: %.2f KiB per idle watcher\n",
+      absl::GetFlag(FLAGS_connections), static_cast<long long>(rss_base), base,
+      static_cast<long long>(rss_all), watchers, per_watcher);
+  std::fflush(stdout);
+  // Two groups of equal size: one prefix each, then 1 + `prefixes` each.
+  // Prefixes like "prefix-00042/" (13 bytes).
+  if (absl::Status s = bench.Open(group, {"prefix-single/"}); !s.ok()) return Fail(s);
+  const int64_t rss_one = bench.SettledRss();
+  std::vector<std::string> many;
+  for (int p = 0; p <= prefixes; ++p) many.push_back(absl::StrFormat("prefix-%05d/", p));
+  if (absl::Status s = bench.Open(group, many); !s.ok()) return Fail(s);
+  const int64_t rss_many = bench.SettledRss();
+  const double per_prefix = static_cast<double>((rss_many - rss_one) - (rss_one - rss_all)) /
+                            (static_cast<double>(group) * prefixes);
+  std::printf(
+      "prefixes: +%d streams with 1 prefix: +%lld KiB; +%d streams with %d prefixes: "
+      "+%lld KiB; %.0f bytes per extra prefix (13-byte prefixes)\n",
+      group, static_cast<long long>(rss_one - rss_all), group, prefixes + 1,
+      static_cast<long long>(rss_many - rss_one), per_prefix * 1024);
+  bench.CloseAll();
+  return 0;
+}
+
+int RunStall(Bench& bench) {
+  const int watchers = absl::GetFlag(FLAGS_watchers);
+  const double percent = std::clamp(absl::GetFlag(FLAGS_stalled_percent), 0.0, 100.0);
+  const int stalled = static_cast<int>(watchers * percent / 100);
+  const int big = absl::GetFlag(FLAGS_stall_value_bytes);
+  Tally& tally = bench.tally();
+  auto& streams = bench.streams();
+  std::vector<size_t> stalled_index, active_index;
+  if (big > 0) {
+    // Active streams watch prefix "k" only; the stalled ones (opened last,
+    // spread over the same connections) the whole namespace.
+    if (absl::Status s = bench.Open(watchers - stalled, {"k"}); !s.ok()) return Fail(s);
+    if (absl::Status s = bench.Open(stalled); !s.ok()) return Fail(s);
+    for (size_t i = 0; i < streams.size(); ++i) {
+      if (static_cast<int>(i) >= watchers - stalled) {
+        stalled_index.push_back(i);
+        streams[i]->Stall();
+      } else {
+        active_index.push_back(i);
+      }
+    }
+  } else {
+    if (absl::Status s = bench.Open(watchers); !s.ok()) return Fail(s);
+    // Every k-th stream stalls, so stalled streams share connections with
+    // streams that keep reading.
+    const int every = stalled > 0 ? watchers / stalled : watchers + 1;
+    for (size_t i = 0; i < streams.size(); ++i) {
+      if (stalled > 0 && i % every == 0 && static_cast<int>(stalled_index.size()) < stalled) {
+        stalled_index.push_back(i);
+        streams[i]->Stall();
+      } else {
+        active_index.push_back(i);
+      }
+    }
+  }
+  const double rate = absl::GetFlag(FLAGS_write_rate);
+  const absl::Duration duration = absl::GetFlag(FLAGS_duration);
+  const absl::Duration interval = absl::GetFlag(FLAGS_sample_interval);
+  std::printf(
+      "stall: watchers=%d stalled=%zu connections=%d write_rate=%.0f/s value=%d B "
+      "duration=%s\n",
+      watchers, stalled_index.size(), absl::GetFlag(FLAGS_connections), rate,
+      absl::GetFlag(FLAGS_value_bytes), absl::FormatDuration(duration).c_str());
+  std::fflush(stdout);
+  const std::string big_value(static_cast<size_t>(std::max(0, big)), 'b');
+  auto put = [&](int64_t i) -> int64_t {
+    if (big > 0 && i % 2 == 0) return bench.PutValue("big", big_value);
+    return bench.Put(i);
+  };
+  // Bring the bounded structures to their bounds first, so the samples do
+  // not show the watch log (and the engine's recent snapshots, limited to
+  // 100 here) filling up: the writes of the timed phase, or without big
+  // values filler writes to a namespace nobody watches.
+  {
+    const int prefill = std::max(absl::GetFlag(FLAGS_log_revisions), 100) + 10;
+    std::atomic<int> next{0};
+    std::vector<std::thread> writers;
+    for (int t = 0; t < (big > 0 ? 1 : 8); ++t) {
+      writers.emplace_back([&] {
+        for (int i = next++; i < prefill; i = next++) {
+          if (big > 0) {
+            put(i);
+          } else {
+            bench.Put(i, "filler");
+          }
+        }
+      });
+    }
+    for (std::thread& t : writers) t.join();
+    std::printf("prefilled %d revisions\n", prefill);
+  }
+  const int64_t rss_start = bench.SettledRss();
+  std::vector<int64_t> samples;
+  const absl::Time begin = absl::Now();
+  PacedWriter writer(&bench, rate, duration, put);
+  for (int i = 1; absl::Now() - begin < duration + interval; ++i) {
+    absl::SleepFor(begin + interval * i - absl::Now());
+    samples.push_back(RssKiB(bench.pid()));
+  }
+  writer.Join();
+  // A last small write that every stream watches marks the end.
+  const int64_t last = bench.Put(0);
+  // Active streams: every one must have the last revision.
+  auto active_all = [&]() -> std::optional<absl::Duration> {
+    const absl::Time start = absl::Now();
+    while (absl::Now() - start < absl::Seconds(60)) {
+      bool all = true;
+      for (size_t i : active_index) {
+        if (streams[i]->revision() < last) {
+          all = false;
+          break;
+        }
+      }
+      if (all) return absl::Now() - start;
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    return std::nullopt;
+  }();
+  std::string line;
+  for (size_t i = 0; i < samples.size(); ++i) {
+    absl::StrAppend(&line, i == 0 ? "" : " ", samples[i]);
+  }
+  const auto [lo, hi] = std::minmax_element(samples.begin(), samples.end());
+  std::printf("server RSS (KiB) before writes %lld; every %s: %s\n",
+              static_cast<long long>(rss_start), absl::FormatDuration(interval).c_str(),
+              line.c_str());
+  if (!samples.empty()) {
+    // Second half against first half: growth would show as a higher mean.
+    const size_t half = samples.size() / 2;
+    double first = 0, second = 0;
+    for (size_t i = 0; i < half; ++i) first += static_cast<double>(samples[i]);
+    for (size_t i = half; i < samples.size(); ++i) second += static_cast<double>(samples[i]);
+    first /= std::max<size_t>(1, half);
+    second /= std::max<size_t>(1, samples.size() - half);
+    std::printf(
+        "RSS min %lld, max %lld, spread %lld KiB; mean of the second half minus the "
+        "first: %+.0f KiB\n",
+        static_cast<long long>(*lo), static_cast<long long>(*hi), static_cast<long long>(*hi - *lo),
+        second - first);
+  }
+  std::printf(
+      "writes: %lld (%lld failed), last revision %lld; active streams at the last "
+      "revision %s after the last write\n",
+      static_cast<long long>(writer.writes()), static_cast<long long>(writer.errors()),
+      static_cast<long long>(last),
+      active_all ? absl::StrCat(absl::ToDoubleMilliseconds(*active_all), " ms").c_str()
+                 : "NOT within 60 s");
+  // The stalled streams read again: they catch up (a reset if they fell out
+  // of the log).
+  const int64_t resets_before = tally.resets.load();
+  const absl::Time resume = absl::Now();
+  for (size_t i : stalled_index) streams[i]->Resume();
+  bool caught_up = true;
+  for (size_t i : stalled_index) {
+    if (!bench.WaitAll(i, i + 1, last, absl::Seconds(60) - (absl::Now() - resume))) {
+      caught_up = false;
+      break;
+    }
+  }
+  std::printf("stalled streams resumed: %s in %.0f ms, %lld resets\n",
+              caught_up ? "all at the last revision" : "NOT all caught up",
+              absl::ToDoubleMilliseconds(absl::Now() - resume),
+              static_cast<long long>(tally.resets.load() - resets_before));
+  bench.CloseAll();
+  return active_all && caught_up ? 0 : 1;
+}
+
+int Run() {
+  const std::string scenario = absl::GetFlag(FLAGS_scenario);
+  int max_streams = absl::GetFlag(FLAGS_watchers);
+  std::vector<std::string> flags;
+  if (scenario == "stall") {
+    flags.push_back(absl::StrCat("--watch_log_revisions=", absl::GetFlag(FLAGS_log_revisions)));
+    flags.push_back("--recent_snapshots=100");
+  }
+  if (scenario == "memory") max_streams += 2 * absl::GetFlag(FLAGS_prefix_streams);
+  if (scenario != "fanout" && scenario != "sustained" && scenario != "memory" &&
+      scenario != "stall") {
+    std::fprintf(stderr, "unknown --scenario=%s (fanout, sustained, memory, stall)\n",
+                 scenario.c_str());
+    return 2;
+  }
+  Bench bench;
+  if (absl::Status s = bench.Start(max_streams + 10, std::move(flags)); !s.ok()) return Fail(s);
+  if (scenario == "fanout") return RunFanout(bench);
+  if (scenario == "sustained") return RunSustained(bench);
+  if (scenario == "memory") return RunMemory(bench);
+  return RunStall(bench);
 }
 
 }  // namespace

@@ -255,8 +255,13 @@ std::string PeerHost(std::string_view peer) {
 // ---------------------------------------------------------------------------
 // Watcher
 
-Watcher::Watcher(WatchHub* hub, std::string peer, WatchSink* sink)
-    : hub_(hub), peer_(std::move(peer)), sink_(sink) {}
+Watcher::Watcher(WatchHub* hub, std::string peer, WatchSink* sink, size_t shard,
+                 std::string connection)
+    : hub_(hub),
+      peer_(std::move(peer)),
+      sink_(sink),
+      shard_(shard),
+      connection_(std::move(connection)) {}
 
 void Watcher::Activate() {
   grpc::Status status;
@@ -655,7 +660,16 @@ void Watcher::NextResetChunk(grpc::ByteBuffer* out) {
 
 WatchHub::WatchHub(WatchHubOptions options, SnapshotSource snapshot_at)
     : options_(options), snapshot_at_(std::move(snapshot_at)) {
-  dispatcher_ = std::thread([this] { DispatchLoop(); });
+  size_t threads = options_.dispatch_threads > 0
+                       ? static_cast<size_t>(options_.dispatch_threads)
+                       : static_cast<size_t>(std::max(1u, std::thread::hardware_concurrency()));
+  {
+    MutexLock lock(&mu_);
+    shards_.resize(threads);
+  }
+  for (size_t i = 0; i < threads; ++i) {
+    dispatchers_.emplace_back([this, i] { DispatchLoop(i); });
+  }
 }
 
 WatchHub::~WatchHub() { Shutdown(); }
@@ -838,15 +852,30 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Open(std::string peer, WatchS
   }
   ++mine;
   open_streams_.fetch_add(1, std::memory_order_relaxed);
-  auto watcher = std::make_shared<Watcher>(this, std::move(host), sink);
-  watchers_.insert(watcher);
+  // A connection's streams share a dispatcher thread; a new connection goes
+  // to the thread with the fewest streams.
+  Connection& connection = connections_[peer];
+  if (connection.streams++ == 0) {
+    size_t best = 0;
+    for (size_t i = 1; i < shards_.size(); ++i) {
+      if (shards_[i].size() < shards_[best].size()) best = i;
+    }
+    connection.shard = best;
+  }
+  auto watcher =
+      std::make_shared<Watcher>(this, std::move(host), sink, connection.shard, std::move(peer));
+  shards_[connection.shard].insert(watcher);
   return watcher;
 }
 
 void WatchHub::Close(const std::shared_ptr<Watcher>& watcher) {
   MutexLock lock(&mu_);
-  if (watchers_.erase(watcher) == 0) return;
+  if (shards_[watcher->shard()].erase(watcher) == 0) return;
   open_streams_.fetch_sub(1, std::memory_order_relaxed);
+  if (auto c = connections_.find(watcher->connection());
+      c != connections_.end() && --c->second.streams <= 0) {
+    connections_.erase(c);
+  }
   auto it = per_peer_.find(watcher->peer());
   if (it != per_peer_.end() && --it->second <= 0) per_peer_.erase(it);
 }
@@ -856,19 +885,19 @@ void WatchHub::Shutdown() {
   {
     MutexLock lock(&mu_);
     shutting_down_ = true;
-    watchers.assign(watchers_.begin(), watchers_.end());
+    for (const auto& shard : shards_) watchers.insert(watchers.end(), shard.begin(), shard.end());
   }
   wake_.SignalAll();
   for (const std::shared_ptr<Watcher>& w : watchers) {
     w->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                            "the server is shutting down; reconnect and resume"));
   }
-  if (dispatcher_.joinable() && dispatcher_.get_id() != std::this_thread::get_id()) {
-    dispatcher_.join();
+  for (std::thread& t : dispatchers_) {
+    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
   }
 }
 
-void WatchHub::DispatchLoop() {
+void WatchHub::DispatchLoop(size_t shard) {
   // Ticks often enough that an idle stream's progress is at most a quarter of
   // the interval late.
   const absl::Duration tick =
@@ -882,7 +911,7 @@ void WatchHub::DispatchLoop() {
       if (shutting_down_) break;
     }
     seen = commits_seen_;
-    batch.assign(watchers_.begin(), watchers_.end());
+    batch.assign(shards_[shard].begin(), shards_[shard].end());
     mu_.Unlock();
     for (const std::shared_ptr<Watcher>& w : batch) w->Pump();
     batch.clear();

@@ -19,8 +19,10 @@
 //   * OnCommitted/OnReloaded are called by the engine, one at a time, in
 //     revision order (the store's writer thread). They only append to the log
 //     and wake the dispatcher thread; they never call gRPC.
-//   * The dispatcher thread pumps idle watchers that are behind and sends
-//     progress on idle streams. A stream's sink (the gRPC reactor) pumps the
+//   * The dispatcher threads pump idle watchers that are behind and send
+//     progress on idle streams; each pumps the watchers of its shard (a
+//     stream's shard follows its connection, so one connection's writes are
+//     started from one thread). A stream's sink (the gRPC reactor) pumps the
 //     next message from OnWriteDone on gRPC's thread.
 //   * Every other method may be called from any thread.
 //   * Lock order: Watcher::mu_ before WatchHub::mu_. No lock is held while
@@ -89,6 +91,13 @@ struct WatchHubOptions {
   // Open streams, in total and per peer host.
   int64_t max_streams = 10000;
   int64_t max_streams_per_peer = 1000;
+  // Dispatcher threads that start writes after a commit (0: one per core).
+  // Each connection's streams belong to one of them.
+  int dispatch_threads = 0;
+  // gRPC completion queues, each with its own thread, that carry the watch
+  // streams (0: 8). More queues make each completion cheaper (see
+  // watch_service.h).
+  int completion_queues = 0;
 };
 
 // One filter of a watch: a namespace and key prefixes (none: every key).
@@ -132,7 +141,10 @@ struct LogRecord;
 // One stream's cursor into the hub's log. Created by WatchHub::Open.
 class Watcher {
  public:
-  Watcher(WatchHub* hub, std::string peer, WatchSink* sink);
+  // `peer` is the client host (limits count per host); `connection` the full
+  // peer string with its port.
+  Watcher(WatchHub* hub, std::string peer, WatchSink* sink, size_t shard = 0,
+          std::string connection = {});
   Watcher(const Watcher&) = delete;
   Watcher& operator=(const Watcher&) = delete;
 
@@ -155,6 +167,9 @@ class Watcher {
   // True once Finish was requested.
   bool finishing() const;
   const std::string& peer() const { return peer_; }
+  // The dispatcher thread that pumps this watcher after commits.
+  size_t shard() const { return shard_; }
+  const std::string& connection() const { return connection_; }
   // The revision the client holds (last revision sent).
   Revision client_revision() const;
 
@@ -185,6 +200,8 @@ class Watcher {
   WatchHub* const hub_;
   const std::string peer_;
   WatchSink* const sink_;
+  const size_t shard_;
+  const std::string connection_;
 
   mutable Mutex mu_;
   bool active_ ABSL_GUARDED_BY(mu_) = false;
@@ -263,7 +280,7 @@ class WatchHub : public CommitListener {
                                                         size_t max) const;
   void AppendLocked(std::shared_ptr<const LogRecord> record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TrimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void DispatchLoop();
+  void DispatchLoop(size_t shard);
 
   const WatchHubOptions options_;
   const SnapshotSource snapshot_at_;
@@ -277,10 +294,16 @@ class WatchHub : public CommitListener {
   std::deque<std::shared_ptr<const LogRecord>> log_ ABSL_GUARDED_BY(mu_);
   size_t log_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t commits_seen_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_set<std::shared_ptr<Watcher>> watchers_ ABSL_GUARDED_BY(mu_);
+  // Open watchers, one set per dispatcher thread.
+  std::vector<absl::flat_hash_set<std::shared_ptr<Watcher>>> shards_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
+  struct Connection {
+    size_t shard = 0;
+    int64_t streams = 0;
+  };
+  absl::flat_hash_map<std::string, Connection> connections_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread dispatcher_;
+  std::vector<std::thread> dispatchers_;
 };
 
 // Host part of a gRPC peer string ("ipv4:127.0.0.1:5000" -> "ipv4:127.0.0.1").

@@ -1,42 +1,116 @@
 #include "service/watch/watch_service.h"
 
-#include <atomic>
+#include <algorithm>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 
 namespace snapconf {
-namespace {
 
-grpc::Status InvalidArgument(std::string message) {
+static grpc::Status InvalidArgument(std::string message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
 }
 
-class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
-                           private WatchSink {
+// One watch stream. Queue events (accept, read, write, finish, done) arrive
+// on its queue's single thread, one at a time; Send and End come from the
+// Watcher on any thread. The call deletes itself once the call is done, its
+// stream was ended (the Watcher never touches the sink after End) and no
+// operation is outstanding.
+class WatchCall final : private WatchSink {
  public:
-  WatchReactor(WatchHub* hub, const WatchNameValidator* validate,
-               const WatchServiceImpl::AccessCheck* access, grpc::CallbackServerContext* context)
-      : hub_(hub), validate_(validate), access_(access), context_(context) {
-    absl::StatusOr<std::shared_ptr<Watcher>> watcher = hub_->Open(context->peer(), this);
+  enum class Kind { kAccept, kRead, kWrite, kFinish, kDone };
+  struct Tag {
+    WatchCall* call;
+    Kind kind;
+  };
+
+  WatchCall(WatchServiceImpl* service, grpc::ServerCompletionQueue* cq)
+      : service_(service), cq_(cq), stream_(&context_) {}
+
+  // Requests the next stream on the queue (false: the service is stopping
+  // and the call was not registered).
+  bool Request() {
+    context_.AsyncNotifyWhenDone(&done_tag_);
+    return service_->Accept(this, cq_);
+  }
+  // Called by WatchServiceImpl::Accept under its lock.
+  void RequestLocked() { service_->RequestWatch(&context_, &stream_, cq_, cq_, &accept_tag_); }
+
+  void OnEvent(Kind kind, bool ok) {
+    switch (kind) {
+      case Kind::kAccept:
+        if (!ok) {
+          // Never matched with a call (shutdown): no other event will come.
+          delete this;
+          return;
+        }
+        OnAccept();
+        break;
+      case Kind::kRead:
+        OnRead(ok);
+        break;
+      case Kind::kWrite: {
+        MutexLock lock(&mu_);
+        write_pending_ = false;
+      }
+        watcher_->OnWriteDone(ok);
+        break;
+      case Kind::kFinish: {
+        MutexLock lock(&mu_);
+        finish_pending_ = false;
+        break;
+      }
+      case Kind::kDone: {
+        MutexLock lock(&mu_);
+        done_ = true;
+      }
+        // A stream the client cancelled (or whose connection died) ends
+        // here; a stream the server ended ignores this.
+        if (watcher_)
+          watcher_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
+        break;
+    }
+    MaybeDelete();
+  }
+
+ private:
+  void OnAccept() {
+    // Keep one request pending on this queue.
+    auto* next = new WatchCall(service_, cq_);
+    if (!next->Request()) delete next;
+
+    absl::StatusOr<std::shared_ptr<Watcher>> watcher = service_->hub_->Open(context_.peer(), this);
     if (!watcher.ok()) {
       // Nothing was started: this is the stream's only Finish.
-      Finish(grpc::Status(static_cast<grpc::StatusCode>(watcher.status().code()),
-                          std::string(watcher.status().message())));
+      End(grpc::Status(static_cast<grpc::StatusCode>(watcher.status().code()),
+                       std::string(watcher.status().message())));
       return;
     }
     watcher_ = *std::move(watcher);
-    StartRead(&request_);
+    StartRead();
     // Only now may the hub end the stream (a shutdown can race this).
     watcher_->Activate();
   }
 
-  void OnReadDone(bool ok) override {
+  void StartRead() {
+    {
+      MutexLock lock(&mu_);
+      read_pending_ = true;
+    }
+    stream_.Read(&request_, &read_tag_);
+  }
+
+  void OnRead(bool ok) {
+    {
+      MutexLock lock(&mu_);
+      read_pending_ = false;
+    }
     // !ok: the client half-closed or the call ended. The stream keeps going
-    // until the client cancels (OnCancel) or the server shuts down.
+    // until the client cancels (done) or the server shuts down.
     if (!ok) return;
     v1::WatchRequest request;
     const grpc::Status parsed =
@@ -50,13 +124,13 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
         watcher_->Finish(InvalidArgument("the first WatchRequest must be a create"));
         return;
       }
-      absl::StatusOr<WatchSpec> spec = ParseWatchCreate(request.create(), *validate_);
+      absl::StatusOr<WatchSpec> spec = ParseWatchCreate(request.create(), service_->validate_);
       if (!spec.ok()) {
         watcher_->Finish(InvalidArgument(std::string(spec.status().message())));
         return;
       }
-      if (*access_) {
-        if (absl::Status allowed = (*access_)(*context_, *spec); !allowed.ok()) {
+      if (service_->access_) {
+        if (absl::Status allowed = service_->access_(context_, *spec); !allowed.ok()) {
           watcher_->Finish(grpc::Status(static_cast<grpc::StatusCode>(allowed.code()),
                                         std::string(allowed.message())));
           return;
@@ -73,42 +147,113 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
       watcher_->Finish(InvalidArgument("empty WatchRequest"));
       return;
     }
-    if (!watcher_->finishing()) StartRead(&request_);
+    if (!watcher_->finishing()) StartRead();
   }
 
-  void OnWriteDone(bool ok) override { watcher_->OnWriteDone(ok); }
-
-  void OnCancel() override {
-    if (watcher_) watcher_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
+  // WatchSink. The flag is set before the operation starts, and the
+  // operation is the last thing touching `this`: its completion may delete
+  // the call at once.
+  void Send(const grpc::ByteBuffer* message) override {
+    {
+      MutexLock lock(&mu_);
+      write_pending_ = true;
+    }
+    stream_.Write(*message, &write_tag_);
+  }
+  void End(const grpc::Status& status) override {
+    {
+      MutexLock lock(&mu_);
+      ended_ = true;
+      finish_pending_ = true;
+    }
+    stream_.Finish(status, &finish_tag_);
   }
 
-  void OnDone() override {
-    if (watcher_) hub_->Close(watcher_);
+  // Runs on the queue's thread after each event.
+  void MaybeDelete() {
+    {
+      MutexLock lock(&mu_);
+      if (!done_ || !ended_ || read_pending_ || write_pending_ || finish_pending_) return;
+    }
+    if (watcher_) service_->hub_->Close(watcher_);
     delete this;
   }
 
- private:
-  // WatchSink: the Watcher decides when; these only reach gRPC.
-  void Send(const grpc::ByteBuffer* message) override { StartWrite(message); }
-  void End(const grpc::Status& status) override { Finish(status); }
+  WatchServiceImpl* const service_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
+  Tag accept_tag_{this, Kind::kAccept};
+  Tag read_tag_{this, Kind::kRead};
+  Tag write_tag_{this, Kind::kWrite};
+  Tag finish_tag_{this, Kind::kFinish};
+  Tag done_tag_{this, Kind::kDone};
+  std::shared_ptr<Watcher> watcher_;  // null when the stream was refused
+  grpc::ByteBuffer request_;          // read in flight; reads are sequential
+  bool created_ = false;              // touched only on the queue's thread
 
-  WatchHub* const hub_;
-  const WatchNameValidator* const validate_;
-  const WatchServiceImpl::AccessCheck* const access_;
-  grpc::CallbackServerContext* const context_;  // valid until OnDone
-  std::shared_ptr<Watcher> watcher_;            // null when the stream was refused
-  grpc::ByteBuffer request_;                    // read in flight; reads are sequential
-  bool created_ = false;                        // touched only by OnReadDone (sequential)
+  Mutex mu_;
+  bool read_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // End was called: no more sink calls
+  bool done_ ABSL_GUARDED_BY(mu_) = false;   // the call is over
 };
-
-}  // namespace
 
 WatchServiceImpl::WatchServiceImpl(WatchHub* hub, WatchNameValidator validate, AccessCheck access)
     : hub_(hub), validate_(std::move(validate)), access_(std::move(access)) {}
 
-grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchServiceImpl::Watch(
-    grpc::CallbackServerContext* context) {
-  return new WatchReactor(hub_, &validate_, &access_, context);
+WatchServiceImpl::~WatchServiceImpl() { Stop(); }
+
+void WatchServiceImpl::AddTo(grpc::ServerBuilder* builder) {
+  builder->RegisterService(this);
+  int queues = hub_->options().completion_queues;
+  if (queues <= 0) queues = 8;
+  for (int i = 0; i < queues; ++i) cqs_.push_back(builder->AddCompletionQueue());
+}
+
+void WatchServiceImpl::Start() {
+  for (auto& cq : cqs_) {
+    // A few requests pending per queue, so a burst of new streams is
+    // accepted without waiting for a request to be renewed.
+    for (int i = 0; i < 4; ++i) {
+      auto* call = new WatchCall(this, cq.get());
+      if (!call->Request()) delete call;
+    }
+    threads_.emplace_back([cq = cq.get()] { Poll(cq); });
+  }
+}
+
+bool WatchServiceImpl::Accept(WatchCall* call, grpc::ServerCompletionQueue*) {
+  // Stop shuts the queues down under the same lock.
+  MutexLock lock(&mu_);
+  if (stopping_) return false;
+  call->RequestLocked();
+  return true;
+}
+
+void WatchServiceImpl::Poll(grpc::ServerCompletionQueue* cq) {
+  void* tag = nullptr;
+  bool ok = false;
+  while (cq->Next(&tag, &ok)) {
+    auto* t = static_cast<WatchCall::Tag*>(tag);
+    t->call->OnEvent(t->kind, ok);
+  }
+}
+
+void WatchServiceImpl::Stop() {
+  {
+    MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+    for (auto& cq : cqs_) cq->Shutdown();
+  }
+  if (threads_.empty()) {
+    // Never started (the server did not come up): drain here.
+    for (auto& cq : cqs_) Poll(cq.get());
+  }
+  for (std::thread& t : threads_) t.join();
+  threads_.clear();
 }
 
 }  // namespace snapconf

@@ -1,51 +1,94 @@
 // service/watch/watch_service.h
 //
-// snapconf.v1.WatchService over the raw callback API: requests are parsed
-// here, responses are the hub's pre-serialized bytes (grpc::ByteBuffer), so a
-// revision is serialized once for every stream that receives it.
+// snapconf.v1.WatchService over gRPC's raw asynchronous API: requests are
+// parsed here, responses are the hub's pre-serialized bytes
+// (grpc::ByteBuffer), so a revision is serialized once for every stream that
+// receives it.
 //
-// One WatchReactor per stream. It owns nothing but its Watcher (the hub's
+// Why not the callback API: gRPC serves every callback stream of a server
+// through one completion queue, and the gRPC build we link keeps a list of
+// the queue's outstanding operations that it searches linearly on every
+// completion, under the queue's lock. Each open stream keeps two operations
+// outstanding (its read and its end-of-call notification), so with 10k
+// streams each write completion searched ~20k entries while the other
+// threads waited on that lock: fan-out time grew with the square of the
+// stream count. Streams here are spread over several completion queues, each
+// drained by its own thread, which divides both the search and the lock.
+//
+// One WatchCall per stream. It owns nothing but its Watcher (the hub's
 // cursor) and the buffer of the read in flight; every write, progress and
 // Finish decision is the Watcher's (watch_hub.h states the threading rules).
 // Stream life: admitted by the hub (RESOURCE_EXHAUSTED beyond the stream
 // limits, UNAVAILABLE while shutting down) -> `create` read and validated
 // (INVALID_ARGUMENT otherwise) -> messages until the client cancels or the
-// server shuts down (UNAVAILABLE) -> OnDone unregisters and deletes.
+// server shuts down (UNAVAILABLE) -> deleted once the call is done and none
+// of its operations is outstanding.
 //
-// Thread-safety: the service object is immutable after construction; gRPC
-// calls Watch from any thread.
+// Thread-safety: AddTo, Start and Stop are called by the server's owner, in
+// that order. A call's queue events are handled by its queue's one thread;
+// its Send/End (from the Watcher) may come from any thread.
 //
 //   WatchHub hub(options, snapshot_source);
 //   WatchServiceImpl service(&hub, validator);
-//   builder.RegisterService(&service);
+//   service.AddTo(&builder);                 // registers service and queues
+//   server = builder.BuildAndStart(); service.Start();
+//   ... hub.Shutdown(); server->Shutdown(); server->Wait(); service.Stop();
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
 
+#include "common/mutex.h"
+#include "grpcpp/server_builder.h"
 #include "service/watch/watch_hub.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
 
 namespace snapconf {
 
+class WatchCall;
+
 class WatchServiceImpl final
-    : public v1::WatchService::WithRawCallbackMethod_Watch<v1::WatchService::Service> {
+    : public v1::WatchService::WithRawMethod_Watch<v1::WatchService::Service> {
  public:
   // Decides whether the caller of `context` may watch `spec`; a refusal ends
   // the stream with its status (PERMISSION_DENIED) before anything is sent.
-  using AccessCheck = std::function<absl::Status(const grpc::CallbackServerContext& context,
-                                                 const WatchSpec& spec)>;
+  using AccessCheck =
+      std::function<absl::Status(const grpc::ServerContextBase& context, const WatchSpec& spec)>;
 
   // `hub` must outlive the service; `validate` checks names and `access`
-  // decides access (either may be empty).
+  // decides access (either may be empty). The number of completion queues
+  // comes from the hub's options.
   WatchServiceImpl(WatchHub* hub, WatchNameValidator validate, AccessCheck access = {});
+  ~WatchServiceImpl() override;
+  WatchServiceImpl(const WatchServiceImpl&) = delete;
+  WatchServiceImpl& operator=(const WatchServiceImpl&) = delete;
 
-  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Watch(
-      grpc::CallbackServerContext* context) override;
+  // Before BuildAndStart: registers the service and adds its queues.
+  void AddTo(grpc::ServerBuilder* builder);
+  // After BuildAndStart: starts the queue threads and accepts streams.
+  void Start();
+  // After the gRPC server's Shutdown and Wait: drains the queues and joins
+  // their threads. Idempotent; the destructor calls it.
+  void Stop();
 
  private:
+  friend class WatchCall;
+
+  // Has `call` request the next stream on `cq` unless stopping (false then).
+  bool Accept(WatchCall* call, grpc::ServerCompletionQueue* cq);
+  static void Poll(grpc::ServerCompletionQueue* cq);
+
   WatchHub* const hub_;
   const WatchNameValidator validate_;
   const AccessCheck access_;
+  std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
+  std::vector<std::thread> threads_;
+  // Held while requesting a stream and while shutting the queues down: a
+  // request on a queue that was shut down is not allowed.
+  Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace snapconf

@@ -568,6 +568,9 @@ TEST_F(WatchHubTest, ConcurrentWritersAndWatchersKeepTheContract) {
   options.log_max_revisions = 16;
   options.progress_interval = absl::Milliseconds(20);
   options.max_message_bytes = 512;
+  // Several dispatcher threads; each reader below is its own connection, so
+  // the streams are spread over them.
+  options.dispatch_threads = 3;
   MakeHub(options);
   constexpr int kRevisions = 400;
   constexpr int kWatchers = 6;
@@ -608,7 +611,7 @@ TEST_F(WatchHubTest, ConcurrentWritersAndWatchersKeepTheContract) {
       create.set_mode(i % 2 ? v1::DELIVERY_MODE_LATEST_STATE : v1::DELIVERY_MODE_EVERY_REVISION);
       if (i == 4) create.set_start_revision(std::min<Revision>(head() + 3, kRevisions));  // future
       r.sink->StartTrace(create);
-      r.watcher = *hub_->Open("ipv4:10.0.0.9:1", r.sink.get());
+      r.watcher = *hub_->Open(absl::StrCat("ipv4:10.0.0.9:", 100 + i), r.sink.get());
       r.watcher->Start(*ParseWatchCreate(create, nullptr));
       const absl::Time deadline = absl::Now() + absl::Seconds(30);
       while (absl::Now() < deadline) {
@@ -627,7 +630,7 @@ TEST_F(WatchHubTest, ConcurrentWritersAndWatchersKeepTheContract) {
           next->set_trace(trace);
           r.old_sinks.push_back(std::move(r.sink));
           r.sink = std::move(next);
-          r.watcher = *hub_->Open("ipv4:10.0.0.9:1", r.sink.get());
+          r.watcher = *hub_->Open(absl::StrCat("ipv4:10.0.0.9:", 100 + i), r.sink.get());
           r.watcher->Start(*ParseWatchCreate(create, nullptr));
           continue;
         }
