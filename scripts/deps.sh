@@ -9,7 +9,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev libsqlite3-dev sqlite3
   nlohmann-json3-dev libyaml-cpp-dev libssl-dev
-  etcd-server etcd-client
+  etcd-server etcd-client docker-compose
   golang-etcd-server-dev golang-github-gogo-protobuf-dev
   golang-github-grpc-ecosystem-grpc-gateway-dev
   openssl procps

@@ -1,4 +1,4 @@
-// deploy/docker-compose.yml, run on loopback: the etcd members' settings and
+// docker-compose.yml, run on loopback: the etcd members' settings and
 // the snapconfd replicas' flags are taken from the compose file, with only the
 // addresses mapped to the test's free loopback ports (no Docker engine here).
 // The replicas must start on the cluster and serve each other's writes.
@@ -44,7 +44,7 @@ bool IsTopologyFlag(const std::string& flag) {
 }
 
 TEST(DeployTopologyTest, ComposeFlagsStartTheSameTopologyOnLoopback) {
-  const YAML::Node compose = YAML::LoadFile(SNAPCONF_SOURCE_DIR "/deploy/docker-compose.yml");
+  const YAML::Node compose = YAML::LoadFile(SNAPCONF_SOURCE_DIR "/docker-compose.yml");
   const YAML::Node services = compose["services"];
   ASSERT_TRUE(services.IsMap());
   std::vector<std::string> etcd_names, replica_names;
