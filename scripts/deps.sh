@@ -13,6 +13,7 @@ packages=(
   golang-etcd-server-dev golang-github-gogo-protobuf-dev
   golang-github-grpc-ecosystem-grpc-gateway-dev
   openssl procps
+  libfiu-dev fiu-utils
 )
 
 missing=()
