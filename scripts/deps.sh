@@ -14,6 +14,7 @@ packages=(
   golang-github-grpc-ecosystem-grpc-gateway-dev
   openssl procps
   jq gnuplot-nox
+  libfiu-dev fiu-utils
 )
 
 missing=()

@@ -6,6 +6,7 @@
 #   scripts/test.sh            the whole suite
 #   scripts/test.sh --tsan     the concurrency tests under ThreadSanitizer
 #   scripts/test.sh --asan     the whole suite under AddressSanitizer + UBSan
+#   scripts/test.sh --fuzz     the libFuzzer targets, $FUZZ_SECONDS (default 10) each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +14,9 @@ mode=default
 case "${1:-}" in
   --tsan) mode=tsan ;;
   --asan) mode=asan ;;
+  --fuzz) mode=fuzz ;;
   "") ;;
-  *) echo "usage: $0 [--tsan|--asan]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--tsan|--asan|--fuzz]" >&2; exit 2 ;;
 esac
 
 scripts/deps.sh
@@ -41,5 +43,8 @@ case "$mode" in
     ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1" \
       ctest --test-dir build-asan --output-on-failure -j "$jobs" -L 'unit|integration|fault' \
       --timeout 900
+    ;;
+  fuzz)
+    scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
     ;;
 esac

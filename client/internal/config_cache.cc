@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -185,6 +186,7 @@ absl::StatusOr<SnapshotPtr> DecodeCache(std::string_view bytes,
   SnapshotBuilder builder;
   // Never trust a count for an allocation: each entry needs at least 40 bytes.
   builder.Reserve(std::min<size_t>(count, payload.size() / 40));
+  std::string prev_ns, prev_key;
   for (std::uint32_t i = 0; i < count; ++i) {
     std::string ns, key;
     auto e = std::make_shared<snapconf::Entry>();
@@ -192,6 +194,19 @@ absl::StatusOr<SnapshotPtr> DecodeCache(std::string_view bytes,
         !r.I64(e->create_revision) || !r.I64(e->mod_revision) || !r.I64(e->version)) {
       return absl::DataLossError(absl::StrCat("cache entry ", i, " truncated"));
     }
+    // A checksum only catches accidents; refuse entries no server could have
+    // sent (they would break the revision order the client reports) and
+    // records out of the encoder's strict (ns, key) order, which would
+    // otherwise silently replace one another.
+    if (e->version < 1 || e->create_revision < 1 || e->create_revision > e->mod_revision ||
+        e->mod_revision > revision) {
+      return absl::DataLossError(absl::StrCat("cache entry ", i, " has impossible revisions"));
+    }
+    if (i > 0 && !(std::tie(prev_ns, prev_key) < std::tie(ns, key))) {
+      return absl::DataLossError(absl::StrCat("cache entry ", i, " is out of order"));
+    }
+    prev_ns = ns;
+    prev_key = key;
     builder.Add(std::move(ns), std::move(key), std::move(e));
   }
   if (!r.empty()) return absl::DataLossError("trailing bytes after the last cache entry");

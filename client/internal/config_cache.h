@@ -43,7 +43,8 @@ std::uint64_t Fnv1a64(std::string_view data);
 // `watches` must be canonical.
 std::string EncodeCache(const std::vector<WatchFilter>& watches, const Snapshot& snapshot);
 
-// DATA_LOSS for a damaged file (bad magic, length, checksum, truncated record), FAILED_PRECONDITION
+// DATA_LOSS for a damaged file (bad magic, length, checksum, truncated record, entries out of
+// order or with impossible revisions), FAILED_PRECONDITION
 // for another format version or other watches. The result is a snapshot at the stored revision.
 absl::StatusOr<SnapshotPtr> DecodeCache(std::string_view bytes,
                                         const std::vector<WatchFilter>& watches);

@@ -271,6 +271,10 @@ class WatchHub : public CommitListener {
   };
   View GetView() const;
   absl::StatusOr<SnapshotPtr> SnapshotAt(Revision revision) const {
+    // A watcher holding revision 0 holds nothing. The engine reads revision 0
+    // as "current" (as the read RPCs do), which here would turn "everything
+    // since the start" into an empty difference.
+    if (revision == 0) return Snapshot::Empty();
     if (!snapshot_at_) return absl::OutOfRangeError("no snapshot source");
     return snapshot_at_(revision);
   }

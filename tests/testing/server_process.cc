@@ -113,6 +113,14 @@ absl::Status ServerProcess::Spawn(const std::string& listen) {
                                    "--ready-file=" + ready_path_};
   args.insert(args.end(), options_.extra_flags.begin(), options_.extra_flags.end());
   std::vector<char*> argv = CStrings(args);
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  for (const std::string& change : options_.env) {
+    const std::string name = change.substr(0, change.find('='));
+    std::erase_if(env, [&](const std::string& kv) { return kv.rfind(name + "=", 0) == 0; });
+    env.push_back(change);
+  }
+  std::vector<char*> envp = CStrings(env);
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
@@ -121,7 +129,7 @@ absl::Status ServerProcess::Spawn(const std::string& listen) {
                                    0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   pid_t pid = 0;
-  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  const int rc = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) return ErrnoError(absl::StrCat("spawn ", options_.binary), rc);
   pid_ = pid;

@@ -45,6 +45,9 @@ struct ServerOptions {
   std::vector<std::string> extra_flags;
   // How long to wait for the ready file.
   absl::Duration ready_timeout = absl::Seconds(20);
+  // "NAME=VALUE" entries added to (or replacing in) the server's environment,
+  // e.g. an LD_PRELOAD for fault injection. Kept across Restart().
+  std::vector<std::string> env;
 };
 
 class ServerProcess {

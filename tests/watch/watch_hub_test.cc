@@ -399,6 +399,25 @@ TEST_F(WatchHubTest, LatestStateNetOfNothingStillAccountsForTheRange) {
   Check(s);
 }
 
+TEST_F(WatchHubTest, LatestStateFromRevisionOneGetsTheWholeState) {
+  MakeHub();
+  for (int i = 0; i < 3; ++i) Put("app", absl::StrCat("k", i), "v");
+  {
+    // The engine's SnapshotAt reads revision 0 as "current", like the read
+    // RPCs; the hub must not take that for the empty state a client at 0 holds.
+    MutexLock lock(&mu_);
+    snapshots_[0] = head_;
+  }
+  Stream* s = Open(Create({{"app", {}}}, 1, v1::DELIVERY_MODE_LATEST_STATE));
+  ASSERT_TRUE(Await(s, 3));
+  const auto responses = s->sink.responses();
+  ASSERT_EQ(responses.size(), 1u);
+  EXPECT_TRUE(responses[0].changes().net());
+  ASSERT_EQ(responses[0].changes().revisions_size(), 1);
+  EXPECT_EQ(responses[0].changes().revisions(0).changes_size(), 3);
+  Check(s);
+}
+
 TEST_F(WatchHubTest, ProgressOnRequestAndOnIdleStreams) {
   WatchHubOptions options;
   options.progress_interval = absl::Milliseconds(40);

@@ -35,11 +35,19 @@ absl::Status Statement::Run(absl::string_view doing) {
 }
 
 absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::filesystem::path& path,
-                                             int busy_timeout_ms) {
+                                             const DbOptions& options) {
+  // The PRAGMA value and what `PRAGMA synchronous` reads back for it.
+  const char* sync_readback = nullptr;
+  if (options.synchronous == "FULL") sync_readback = "2";
+  if (options.synchronous == "NORMAL") sync_readback = "1";
+  if (sync_readback == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported synchronous level \"", options.synchronous, "\""));
+  }
   sqlite3* raw = nullptr;
-  const int rc =
-      sqlite3_open_v2(path.c_str(), &raw,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
+  const int rc = sqlite3_open_v2(path.c_str(), &raw,
+                                 SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 options.vfs.empty() ? nullptr : options.vfs.c_str());
   // The handle exists even when opening failed; Db owns and closes it.
   std::unique_ptr<Db> db(new Db(raw, path));
   if (rc != SQLITE_OK) {
@@ -48,7 +56,7 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::filesystem::path& path,
                      "; check that the data directory exists and is writable"));
   }
   sqlite3_extended_result_codes(raw, 1);
-  sqlite3_busy_timeout(raw, busy_timeout_ms);
+  sqlite3_busy_timeout(raw, options.busy_timeout_ms);
 
   absl::StatusOr<std::string> mode = db->QueryText("PRAGMA journal_mode=WAL");
   if (!mode.ok()) {
@@ -68,15 +76,17 @@ absl::StatusOr<std::unique_ptr<Db>> Db::Open(const std::filesystem::path& path,
   // the b-tree of a 100k-key store stays in memory instead of being re-read
   // through the OS on every group.
   if (absl::Status s =
-          db->Exec("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;");
+          db->Exec(absl::StrCat("PRAGMA synchronous=", options.synchronous,
+                                "; PRAGMA foreign_keys=ON; PRAGMA cache_size=-65536;"));
       !s.ok()) {
     return s;
   }
   absl::StatusOr<std::string> sync = db->QueryText("PRAGMA synchronous");
   if (!sync.ok()) return sync.status();
-  if (*sync != "2") {
-    return absl::InternalError(absl::StrCat("PRAGMA synchronous=FULL did not take on ",
-                                            path.string(), " (reads ", *sync, ")"));
+  if (*sync != sync_readback) {
+    return absl::InternalError(absl::StrCat("PRAGMA synchronous=", options.synchronous,
+                                            " did not take on ", path.string(), " (reads ", *sync,
+                                            ")"));
   }
   absl::StatusOr<std::string> fk = db->QueryText("PRAGMA foreign_keys");
   if (!fk.ok()) return fk.status();

@@ -88,14 +88,22 @@ class Statement {
   sqlite3_stmt* stmt_ = nullptr;
 };
 
+// How a connection is opened. vfs and synchronous are test hooks (see
+// SqliteStoreOptions); the defaults are what production uses.
+struct DbOptions {
+  int busy_timeout_ms = 5000;
+  std::string vfs;                   // empty: SQLite's default VFS
+  std::string synchronous = "FULL";  // "FULL" or "NORMAL"
+};
+
 class Db {
  public:
   // Opens (creating when missing) `path` read-write and configures the
   // connection: extended result codes, busy timeout, journal_mode=WAL,
-  // synchronous=FULL, foreign_keys=ON, each read back to verify it took. A
-  // file that is not a database answers DATA_LOSS.
+  // synchronous (FULL unless a test asks otherwise), foreign_keys=ON, each read
+  // back to verify it took. A file that is not a database answers DATA_LOSS.
   static absl::StatusOr<std::unique_ptr<Db>> Open(const std::filesystem::path& path,
-                                                  int busy_timeout_ms);
+                                                  const DbOptions& options);
   ~Db();
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;

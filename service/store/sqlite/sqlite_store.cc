@@ -137,8 +137,12 @@ class SqliteBackend final : public StoreBackend {
   absl::StatusOr<std::string> PragmaForTest(std::string_view name);
 
  private:
-  int busy_timeout_ms() const {
-    return static_cast<int>(absl::ToInt64Milliseconds(options_.busy_timeout));
+  sqlite_internal::DbOptions db_options() const {
+    sqlite_internal::DbOptions db;
+    db.busy_timeout_ms = static_cast<int>(absl::ToInt64Milliseconds(options_.busy_timeout));
+    db.vfs = options_.vfs_for_test;
+    db.synchronous = options_.synchronous_for_test;
+    return db;
   }
   absl::Status CheckFormat();
   absl::Status PrepareWriter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
@@ -193,7 +197,7 @@ absl::Status SqliteBackend::Open() {
   }
   db_path_ = dir / "snapconf.db";
   MutexLock lock(&write_mu_);
-  ASSIGN_OR_RETURN(db_, Db::Open(db_path_, busy_timeout_ms()));
+  ASSIGN_OR_RETURN(db_, Db::Open(db_path_, db_options()));
 
   // quick_check reads every page (O(N), ~tens of ms at 100k keys): damage is
   // found at open, before the server starts answering, never skipped.
@@ -454,7 +458,7 @@ absl::StatusOr<Revision> SqliteBackend::CompactHistory(const RetentionPolicy& po
 
 absl::StatusOr<std::unique_ptr<Reader>> SqliteBackend::NewReader() {
   auto reader = std::make_unique<Reader>();
-  ASSIGN_OR_RETURN(reader->db, Db::Open(db_path_, busy_timeout_ms()));
+  ASSIGN_OR_RETURN(reader->db, Db::Open(db_path_, db_options()));
   Db& db = *reader->db;
   ASSIGN_OR_RETURN(reader->begin, db.Prepare("BEGIN"));
   ASSIGN_OR_RETURN(reader->commit, db.Prepare("COMMIT"));

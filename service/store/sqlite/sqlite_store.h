@@ -48,6 +48,12 @@ struct SqliteStoreOptions {
   // How long a connection waits for a lock held by another connection (only
   // an outside tool, such as a backup, can hold one).
   absl::Duration busy_timeout = absl::Seconds(5);
+  // Reliability tests only; snapconfd never sets these. The registered SQLite
+  // VFS to open the files through (empty: SQLite's default), and the
+  // synchronous level: "FULL" (what durability relies on) or "NORMAL", which a
+  // power-loss test uses to prove that it can detect lost writes.
+  std::string vfs_for_test;
+  std::string synchronous_for_test = "FULL";
 };
 
 // Opens (creating when new) and checks the database; Start() loads it.
