@@ -23,6 +23,10 @@
 //
 //   snapconf-bench --target=etcd --endpoint=127.0.0.1:2379 --workload=get
 //       --connections=4 --inflight=64 --keys=10000 --duration=10s --output=get.json
+//
+// --endpoint may list several servers (snapconfd replicas, etcd members):
+// channel i connects to endpoint i mod N, so calls and streams are spread
+// evenly over them; --server_pids sums the CPU of several processes.
 #include <grpcpp/grpcpp.h>
 #include <sys/types.h>
 #include <unistd.h>
@@ -52,6 +56,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/mutex.h"
@@ -61,7 +66,9 @@
 #include "snapconf/v1/watch_service.grpc.pb.h"
 
 ABSL_FLAG(std::string, target, "snapconf", "snapconf | etcd");
-ABSL_FLAG(std::string, endpoint, "127.0.0.1:7070", "server address host:port");
+ABSL_FLAG(std::string, endpoint, "127.0.0.1:7070",
+          "server address host:port, or several separated by commas (channel i connects to "
+          "endpoint i mod N; --connections is raised to N when lower)");
 ABSL_FLAG(std::string, workload, "get",
           "load | get | put | mixed | watch-fanout | watch-memory | ready");
 ABSL_FLAG(int, connections, 4, "gRPC channels (TCP connections) to spread calls or streams over");
@@ -77,6 +84,9 @@ ABSL_FLAG(int, write_percent, 5, "mixed: share of writes in percent");
 ABSL_FLAG(int, watchers, 1000, "watch workloads: subscribers, one stream each");
 ABSL_FLAG(int, rounds, 10, "watch-fanout: single changes to time");
 ABSL_FLAG(int, server_pid, 0, "server process id, for its RSS from /proc");
+ABSL_FLAG(std::string, server_pids, "",
+          "comma-separated process ids whose CPU is summed as the server's (several "
+          "servers); replaces --server_pid for the CPU rows");
 ABSL_FLAG(int64_t, since_unix_ns, 0, "ready: when the server process was started");
 ABSL_FLAG(std::string, label, "", "free text copied into the JSON (e.g. the data set)");
 
@@ -196,19 +206,46 @@ double CpuUs(int pid) {
   return static_cast<double>(utime + stime) * 1e6 / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+// The processes counted as the server: --server_pids when given, else
+// --server_pid (none when 0). Rejected by CheckFlags when not numbers.
+std::vector<int> ServerPids() {
+  std::vector<int> pids;
+  const std::string list = absl::GetFlag(FLAGS_server_pids);
+  for (absl::string_view part : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    int pid = 0;
+    if (absl::SimpleAtoi(part, &pid) && pid > 0) pids.push_back(pid);
+  }
+  if (list.empty() && absl::GetFlag(FLAGS_server_pid) > 0) {
+    pids.push_back(absl::GetFlag(FLAGS_server_pid));
+  }
+  return pids;
+}
+
+// CPU time of every process in `pids`, summed; -1 when any is unreadable.
+double SumCpuUs(const std::vector<int>& pids) {
+  double sum = 0;
+  for (int pid : pids) {
+    const double us = CpuUs(pid);
+    if (us < 0) return -1;
+    sum += us;
+  }
+  return sum;
+}
+
 // Server and client CPU over a measured phase.
 class CpuMeter {
  public:
-  CpuMeter() : server_pid_(absl::GetFlag(FLAGS_server_pid)) {
-    server_start_ = CpuUs(server_pid_);
+  CpuMeter() : server_pids_(ServerPids()) {
+    server_start_ = SumCpuUs(server_pids_);
     client_start_ = CpuUs(getpid());
   }
   // Adds CPU per unit of work (`per` names the unit) and the share of one
   // core each process used over `seconds`.
   void AddTo(double units, const std::string& per, double seconds, Report* report) const {
     const double client = CpuUs(getpid()) - client_start_;
-    if (server_pid_ > 0 && server_start_ >= 0) {
-      const double server = CpuUs(server_pid_) - server_start_;
+    const double server_end = SumCpuUs(server_pids_);
+    if (!server_pids_.empty() && server_start_ >= 0 && server_end >= 0) {
+      const double server = server_end - server_start_;
       if (units > 0) report->Add(absl::StrCat("server_cpu_us_per_", per), server / units);
       report->Add("server_cores_used", server / (seconds * 1e6));
     }
@@ -217,7 +254,7 @@ class CpuMeter {
   }
 
  private:
-  int server_pid_;
+  std::vector<int> server_pids_;
   double server_start_;
   double client_start_;
 };
@@ -227,9 +264,14 @@ std::string DataKey(int64_t i) { return absl::StrCat("key-", i); }
 // ---------------------------------------------------------------------------
 // Channels
 
-std::vector<std::shared_ptr<grpc::Channel>> OpenChannels(const std::string& endpoint, int n) {
+// `endpoints` is one address or several separated by commas; channel i
+// connects to endpoint i mod N, and there are at least N channels.
+std::vector<std::shared_ptr<grpc::Channel>> OpenChannels(const std::string& endpoints, int n) {
+  const std::vector<std::string> list = absl::StrSplit(endpoints, ',', absl::SkipEmpty());
   std::vector<std::shared_ptr<grpc::Channel>> channels;
-  for (int i = 0; i < std::max(1, n); ++i) {
+  const int count = std::max({1, n, static_cast<int>(list.size())});
+  for (int i = 0; i < count; ++i) {
+    const std::string& endpoint = list[static_cast<size_t>(i) % list.size()];
     grpc::ChannelArguments args;
     // Distinct arguments give each channel its own subchannel and TCP
     // connection instead of one shared by all.
@@ -930,6 +972,17 @@ absl::Status CheckFlags() {
   if (absl::GetFlag(FLAGS_duration) <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--duration must be positive");
   }
+  const std::vector<std::string> endpoints =
+      absl::StrSplit(absl::GetFlag(FLAGS_endpoint), ',', absl::SkipEmpty());
+  if (endpoints.empty()) return absl::InvalidArgumentError("--endpoint is empty");
+  for (absl::string_view pid :
+       absl::StrSplit(absl::GetFlag(FLAGS_server_pids), ',', absl::SkipEmpty())) {
+    int value = 0;
+    if (!absl::SimpleAtoi(pid, &value) || value <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--server_pids: '", pid, "' is not a process id"));
+    }
+  }
   if (workload == "watch-memory" && absl::GetFlag(FLAGS_server_pid) <= 0) {
     return absl::InvalidArgumentError("--workload=watch-memory needs --server_pid");
   }
@@ -986,7 +1039,7 @@ int Main() {
       {"workload", Report::Quote(workload)},
       {"label", Report::Quote(absl::GetFlag(FLAGS_label))},
       {"linearizable", absl::GetFlag(FLAGS_linearizable) ? "true" : "false"},
-      {"connections", absl::StrCat(connections)},
+      {"connections", absl::StrCat(clients.channels.size())},
       {"inflight", absl::StrCat(absl::GetFlag(FLAGS_inflight))},
       {"keys", absl::StrCat(absl::GetFlag(FLAGS_keys))},
       {"value_bytes", absl::StrCat(absl::GetFlag(FLAGS_value_bytes))},
@@ -998,9 +1051,9 @@ int Main() {
   };
   report.Print(absl::StrFormat(
       "snapconf-bench %s %s%s connections=%d inflight=%d keys=%d watchers=%d", target_name,
-      workload, absl::GetFlag(FLAGS_linearizable) ? " (linearizable)" : "", connections,
-      absl::GetFlag(FLAGS_inflight), absl::GetFlag(FLAGS_keys),
-      watch ? absl::GetFlag(FLAGS_watchers) : 0));
+      workload, absl::GetFlag(FLAGS_linearizable) ? " (linearizable)" : "",
+      static_cast<int>(clients.channels.size()), absl::GetFlag(FLAGS_inflight),
+      absl::GetFlag(FLAGS_keys), watch ? absl::GetFlag(FLAGS_watchers) : 0));
   const std::string output = absl::GetFlag(FLAGS_output);
   if (!output.empty()) {
     std::ofstream out(output, std::ios::trunc);
