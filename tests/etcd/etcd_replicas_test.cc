@@ -12,6 +12,7 @@
 #include "client/config_client.h"
 #include "common/mutex.h"
 #include "tests/etcd/etcd_test_util.h"
+#include "tests/etcd/traced_watch.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/watch/contract_checker.h"
 
@@ -22,20 +23,20 @@ using client::ConfigClient;
 using client::ConfigClientOptions;
 using etcd_testing::Dump;
 using etcd_testing::Eventually;
+using etcd_testing::ExpectClean;
 using etcd_testing::Get;
 using etcd_testing::Head;
 using etcd_testing::In;
 using etcd_testing::Node;
 using etcd_testing::Put;
 using etcd_testing::StartReplica;
+using etcd_testing::TracedWatch;
 using etcd_testing::UniquePrefix;
 using testing::EtcdCluster;
 using ::testing::HasSubstr;
 using testing::ServerProcess;
-using watch_testing::CheckResult;
 using watch_testing::ContractChecker;
 using watch_testing::ReadFullHistory;
-using watch_testing::ViolationName;
 using watch_testing::WatchTrace;
 
 class EtcdReplicasTest : public ::testing::Test {
@@ -254,68 +255,6 @@ TEST_F(EtcdReplicasTest, ReadWithMinRevisionWaitsForTheOtherReplica) {
   absl::StatusOr<v1::GetResponse> late =
       Get(b, "read/ns", "k", head + 1000000, absl::Milliseconds(300));
   EXPECT_EQ(late.status().code(), absl::StatusCode::kDeadlineExceeded) << late.status();
-}
-
-// A watch stream read on its own thread into a trace.
-class TracedWatch {
- public:
-  TracedWatch(const std::string& address, const std::string& ns)
-      : channel_(etcd_testing::Connect(address)), stub_(v1::WatchService::NewStub(channel_)) {
-    create_.add_filters()->set_namespace_(ns);
-    create_.set_mode(v1::DELIVERY_MODE_EVERY_REVISION);
-    ctx_.set_deadline(In(absl::Seconds(60)));
-    rw_ = stub_->Watch(&ctx_);
-    v1::WatchRequest req;
-    *req.mutable_create() = create_;
-    {
-      MutexLock lock(&mu_);
-      trace_.Start(create_);
-    }
-    rw_->Write(req);
-    reader_ = std::thread([this] {
-      v1::WatchResponse r;
-      while (rw_->Read(&r)) {
-        MutexLock lock(&mu_);
-        trace_.Receive(r);
-        if (r.has_changes()) revision_ = r.changes().revision();
-        if (r.has_reset() && !r.reset().more()) revision_ = r.reset().revision();
-        if (r.has_progress()) revision_ = r.progress().revision();
-      }
-    });
-  }
-  ~TracedWatch() {
-    ctx_.TryCancel();
-    if (reader_.joinable()) reader_.join();
-    (void)rw_->Finish();
-  }
-  int64_t revision() {
-    MutexLock lock(&mu_);
-    return revision_;
-  }
-  WatchTrace trace() {
-    MutexLock lock(&mu_);
-    return trace_;
-  }
-
- private:
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<v1::WatchService::Stub> stub_;
-  grpc::ClientContext ctx_;
-  v1::WatchCreateRequest create_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>> rw_;
-  std::thread reader_;
-  Mutex mu_;
-  WatchTrace trace_ ABSL_GUARDED_BY(mu_);
-  int64_t revision_ ABSL_GUARDED_BY(mu_) = -1;
-};
-
-void ExpectClean(const ContractChecker& checker, const WatchTrace& trace, int64_t head,
-                 const std::string& name) {
-  CheckResult r = checker.Check(trace);
-  for (const auto& f : r.findings) {
-    ADD_FAILURE() << name << ": " << ViolationName(f.kind) << ": " << f.detail;
-  }
-  EXPECT_EQ(r.final_revision, head) << name;
 }
 
 TEST_F(EtcdReplicasTest, WatchersOnEveryReplicaSeeTheSameRevisions) {
