@@ -1,8 +1,9 @@
 // service/admin_service.h
 //
-// snapconf.v1.AdminService: node status for operators. Policy and audit
-// methods belong to the access-control layer; until it is enabled they answer
-// UNIMPLEMENTED (the generated default).
+// snapconf.v1.AdminService: node status for operators. Every method needs
+// admin on every namespace. Policy and audit through the API are not served
+// yet (the policy is --policy-file): after the admin check they answer
+// UNIMPLEMENTED.
 //
 // Thread-safe.
 #pragma once
