@@ -74,19 +74,9 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-# If this script is killed outright (SIGKILL, as a test runner's timeout may
-# do), the trap never runs: a watchdog then kills the servers it recorded.
-(
-  while kill -0 $$ 2>/dev/null; do sleep 1; done
-  for f in "$tmp"/*.pid; do [ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
-  rm -rf "$tmp"
-) </dev/null >/dev/null 2>&1 &
-
-# Servers on core 0, the load generator on core 1, when there are two cores.
-pin_server="" pin_load=""
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
-  pin_server="taskset -c 0" pin_load="taskset -c 1"
-fi
+# The watchdog and core pinning ($pin_server, $pin_load).
+. bench/servers-common.sh  # the working directory is the repository root
+start_watchdog
 
 free_port() {  # a loopback port nothing listens on
   local p
