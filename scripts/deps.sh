@@ -15,6 +15,7 @@ packages=(
   openssl procps
   jq gnuplot-nox
   libfiu-dev fiu-utils
+  libcpp-httplib-dev prometheus
 )
 
 missing=()
@@ -41,4 +42,10 @@ fi
 # system one is stopped to keep the machine quiet.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   systemctl stop etcd || true
+fi
+
+# Only promtool, from the prometheus package, is used (the metrics tests check
+# the /metrics output with it); the server the package enables is stopped.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+  systemctl stop prometheus || true
 fi

@@ -161,6 +161,13 @@ void Engine::AwaitRevision(Revision revision, absl::Time deadline, RevisionWaite
 }
 
 void Engine::Write(WriteRequest request, WriteCallback done) {
+  if (options_.on_write_done) {
+    done = [observe = options_.on_write_done, start = absl::Now(),
+            done = std::move(done)](absl::StatusOr<CommitResult> result) mutable {
+      observe(absl::Now() - start);
+      std::move(done)(std::move(result));
+    };
+  }
   store_->CommitAsync(std::move(request), std::move(done));
 }
 

@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -42,6 +43,8 @@ struct EngineOptions {
   size_t recent_snapshots = 1024;
   // Upper bound on any min_revision wait, whatever the call's deadline.
   absl::Duration max_revision_wait = absl::Seconds(60);
+  // Metrics: called once per Write() with the time until its answer.
+  std::function<void(absl::Duration)> on_write_done;
 };
 
 class Engine : public CommitListener {

@@ -71,27 +71,65 @@ absl::Status PrepareDataDir(const std::filesystem::path& dir) {
 }  // namespace
 
 void LogStopRequested(absl::string_view signal) {
-  LogLine(absl::StrCat("stopping: ", signal, " received"));
+  LogEvent(LogLevel::kInfo, "stopping", {{"signal", signal}});
 }
 
 Server::Server(ServerOptions options) : options_(std::move(options)) {}
 
-Server::~Server() { Shutdown(); }
+Server::~Server() {
+  Shutdown();
+  if (metrics_http_) metrics_http_->Stop();  // metrics: it reads the parts below
+}
+
+const std::string& Server::metrics_address() const {
+  static const std::string kNone;
+  return metrics_http_ ? metrics_http_->address() : kNone;
+}
 
 absl::Status Server::Start() {
   // Transport security first: a refused exposure or a bad certificate fails
   // the start before anything is opened.
   ASSIGN_OR_RETURN(ServerSecurity security, MakeServerSecurity(options_.listen, options_.security));
-  if (!security.warning.empty()) LogLine(security.warning);
+  if (!security.warning.empty()) {
+    LogEvent(LogLevel::kWarning, "insecure_listener",
+             {{"address", options_.listen}, {"reason", security.warning}});
+  }
   tokens_ = security.tokens;
   identities_ = security.identities;
+  // --- metrics (service/metrics) ---
+  // Plain HTTP with no authentication: loopback only unless exposure is
+  // asked for, like the gRPC listener.
+  if (!options_.metrics_listen.empty()) {
+    if (!IsLoopbackListenAddress(options_.metrics_listen)) {
+      if (!options_.security.allow_insecure_non_loopback) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "refusing to serve metrics on ", options_.metrics_listen,
+            ": the metrics listener has no TLS or authentication (use a loopback address, or "
+            "pass --allow-insecure-non-loopback)"));
+      }
+      LogEvent(LogLevel::kWarning, "insecure_metrics_listener",
+               {{"address", options_.metrics_listen},
+                {"reason",
+                 "--allow-insecure-non-loopback: anyone who can reach it can read the "
+                 "metrics"}});
+    }
+    metrics_ = std::make_unique<ServerMetrics>();
+    metrics_->RegisterServices({"snapconf.v1.ConfigService", "snapconf.v1.AdminService",
+                                "snapconf.v1.WatchService", "grpc.health.v1.Health"});
+    ServerMetrics* const m = metrics_.get();
+    options_.engine.on_write_done = [m](absl::Duration d) {
+      m->commit_latency()->Observe(absl::ToDoubleSeconds(d));
+    };
+  }
+  // --- end metrics ---
   // Authorization is on whenever callers are authenticated; an unauthenticated
   // server is loopback-only (checked above) and lets local callers do anything.
   ASSIGN_OR_RETURN(authz_, Authorizer::Open({.enabled = options_.security.tls() &&
                                                         options_.security.authenticates(),
                                              .policy_file = options_.policy_file}));
   if (authz_->enabled() && options_.policy_file.empty()) {
-    LogLine("no --policy-file: authenticated callers are granted nothing, every call is denied");
+    LogEvent(LogLevel::kWarning, "no_policy_file",
+             {{"reason", "authenticated callers are granted nothing, every call is denied"}});
   }
   if (options_.store != "sqlite" && options_.store != "etcd") {
     return absl::InvalidArgumentError(
@@ -100,16 +138,24 @@ absl::Status Server::Start() {
   const std::filesystem::path dir(options_.data_dir);
   std::string token_key;
   std::unique_ptr<Store> store;
-  std::string location;
+  std::vector<LogField> location;  // where the data lives, for the "serving" line
   if (options_.store == "sqlite") {
     RETURN_IF_ERROR(PrepareDataDir(dir));
     ASSIGN_OR_RETURN(token_key, LoadOrCreateTokenKey(dir));
     SqliteStoreOptions store_options;
     store_options.data_dir = dir;
     store_options.retention = options_.retention;
+    if (metrics_ != nullptr) {  // metrics
+      ServerMetrics* const m = metrics_.get();
+      store_options.on_group_persisted = [m](absl::Span<const absl::Duration> builds,
+                                             absl::Duration persist) {
+        m->commit_group_size()->Observe(static_cast<double>(builds.size()));
+        m->commit_persist()->Observe(absl::ToDoubleSeconds(persist));
+        for (absl::Duration b : builds) m->snapshot_build()->Observe(absl::ToDoubleSeconds(b));
+      };
+    }
     ASSIGN_OR_RETURN(store, OpenSqliteStore(store_options));
-    location =
-        absl::StrCat(" data_dir=", std::filesystem::absolute(dir).lexically_normal().string());
+    location.emplace_back("data_dir", std::filesystem::absolute(dir).lexically_normal().string());
   } else {
     // --- etcd store (service/store/etcd) ---
     // Every replica must accept every other's page tokens: the key lives in
@@ -131,8 +177,8 @@ absl::Status Server::Start() {
     }
     token_key = *std::move(shared);
     store = std::move(etcd_store);
-    location = absl::StrCat(" etcd=", absl::StrJoin(options_.etcd_endpoints, ","),
-                            " etcd_prefix=", options_.etcd_prefix);
+    location.emplace_back("etcd", absl::StrJoin(options_.etcd_endpoints, ","));
+    location.emplace_back("etcd_prefix", options_.etcd_prefix);
     // --- end etcd store ---
   }
   engine_ = std::make_unique<Engine>(std::move(store), options_.engine);
@@ -147,7 +193,7 @@ absl::Status Server::Start() {
   RETURN_IF_ERROR(engine_->Start());
   // --- watch fan-out (service/watch) ---
   if (absl::Status s = watch_hub_->Preload(engine_->store()); !s.ok()) {
-    LogLine(absl::StrCat("watch log not preloaded from history: ", s.message()));
+    LogEvent(LogLevel::kWarning, "watch_log_not_preloaded", {{"error", s.message()}});
   }
   // --- end watch fan-out ---
 
@@ -198,6 +244,19 @@ absl::Status Server::Start() {
       static_cast<int>(absl::ToInt64Milliseconds(options_.keepalive_min_client_ping)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   // --- end watch fan-out ---
+  // --- metrics (service/metrics) ---
+  if (metrics_ != nullptr) {
+    builder.experimental().SetInterceptorCreators(metrics_->InterceptorCreators());
+    AddStateMetrics();
+    metrics_http_ = std::make_unique<MetricsHttpServer>(&metrics_->registry());
+    if (absl::Status s = metrics_http_->Bind(options_.metrics_listen); !s.ok()) {
+      metrics_http_.reset();
+      watch_hub_->Shutdown();
+      engine_->Stop();
+      return s;
+    }
+  }
+  // --- end metrics ---
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port == 0) {
     watch_hub_->Shutdown();  // watch fan-out: stops the dispatcher
@@ -209,12 +268,18 @@ absl::Status Server::Start() {
   const std::string host =
       options_.listen.substr(0, options_.listen.size() - host_port.back().size() - 1);
   address_ = absl::StrCat(host, ":", port);
-  watch_service_->Start();  // watch fan-out: accept streams
+  watch_service_->Start();         // watch fan-out: accept streams
+  if (metrics_http_ != nullptr) {  // metrics
+    metrics_http_->Start();
+    LogEvent(LogLevel::kInfo, "metrics_serving",
+             {{"address", metrics_http_->address()}, {"path", "/metrics"}});
+  }
   serving_ = true;
   CheckHealth();
-  LogLine(absl::StrCat("serving address=", address_,
-                       " store=", std::string(engine_->store().kind()), location,
-                       " revision=", engine_->publisher().revision()));
+  std::vector<LogField> serving = {{"address", address_}, {"store", engine_->store().kind()}};
+  serving.insert(serving.end(), location.begin(), location.end());
+  serving.emplace_back("revision", engine_->publisher().revision());
+  LogEvent(LogLevel::kInfo, "serving", serving);
   return absl::OkStatus();
 }
 
@@ -229,14 +294,14 @@ void Server::ReloadCredentials() {
   // A broken file is reported once per version of it; what was in force stays.
   if (tokens_ != nullptr) {
     if (absl::Status s = tokens_->ReloadIfChanged(); !s.ok()) {
-      LogLine(
-          absl::StrCat("tokens file not reloaded, previous tokens stay in force: ", s.message()));
+      LogEvent(LogLevel::kWarning, "tokens_not_reloaded",
+               {{"error", s.message()}, {"effect", "previous tokens stay in force"}});
     }
   }
   if (authz_ != nullptr) {
     if (absl::Status s = authz_->ReloadIfChanged(); !s.ok()) {
-      LogLine(
-          absl::StrCat("policy file not reloaded, previous policy stays in force: ", s.message()));
+      LogEvent(LogLevel::kWarning, "policy_not_reloaded",
+               {{"error", s.message()}, {"effect", "previous policy stays in force"}});
     }
   }
 }
@@ -244,6 +309,7 @@ void Server::ReloadCredentials() {
 void Server::Shutdown() {
   if (!serving_) return;
   serving_ = false;
+  if (metrics_http_) metrics_http_->Stop();  // metrics: scrapes end first
   grpc_server_->GetHealthCheckService()->SetServingStatus(false);
   // --- watch fan-out (service/watch) ---
   // Watch streams never end by themselves: end each with UNAVAILABLE (after
@@ -260,7 +326,80 @@ void Server::Shutdown() {
                          absl::ToChronoNanoseconds(options_.grace_period));
   grpc_server_->Wait();
   watch_service_->Stop();  // watch fan-out: drain its completion queues
-  LogLine(absl::StrCat("stopped address=", address_, " revision=", revision));
+  LogEvent(LogLevel::kInfo, "stopped", {{"address", address_}, {"revision", revision}});
+}
+
+void Server::AddStateMetrics() {
+  metrics::Registry& r = metrics_->registry();
+  Engine* const engine = engine_.get();
+  WatchHub* const hub = watch_hub_.get();
+  r.AddGauge("snapconf_head_revision", "Revision of the snapshot this node serves.", {},
+             [engine] { return static_cast<double>(engine->publisher().revision()); });
+  r.AddGauge("snapconf_store_healthy", "1 while the store accepts writes, 0 after a failure.", {},
+             [engine] { return engine->store().Health().ok() ? 1.0 : 0.0; });
+  // Computed from the published snapshot at scrape time: Publisher::Read
+  // takes no lock, so a scrape never slows a reader.
+  r.AddCollector(
+      "snapconf_namespace_keys", "Keys in each namespace of the current snapshot.",
+      [engine](std::vector<metrics::Sample>* out) {
+        engine->publisher().Read([&](const Snapshot& snap) {
+          for (const std::string& ns : snap.Namespaces()) {
+            out->push_back({{{"namespace", ns}}, static_cast<double>(snap.NamespaceSize(ns))});
+          }
+        });
+      });
+  r.AddCollector("snapconf_namespace_bytes",
+                 "Bytes of keys and values in each namespace of the current snapshot.",
+                 [engine](std::vector<metrics::Sample>* out) {
+                   engine->publisher().Read([&](const Snapshot& snap) {
+                     for (const std::string& ns : snap.Namespaces()) {
+                       double bytes = 0;
+                       snap.Scan(ns, "", "", 0, [&](std::string_view key, const EntryPtr& e) {
+                         bytes += static_cast<double>(key.size() + e->value.size());
+                         return true;
+                       });
+                       out->push_back({{{"namespace", ns}}, bytes});
+                     }
+                   });
+                 });
+  r.AddGauge("snapconf_watch_open_streams", "Watch streams open now.", {}, [hub] {
+    return static_cast<double>(hub->open_streams().load(std::memory_order_relaxed));
+  });
+  r.AddGauge("snapconf_watch_log_bytes", "Bytes held by the shared watch event log.", {},
+             [hub] { return static_cast<double>(hub->log_bytes()); });
+  for (const auto& [reason, name] : std::vector<std::pair<v1::ResetReason, const char*>>{
+           {v1::RESET_REASON_INITIAL, "initial"},
+           {v1::RESET_REASON_HISTORY_COMPACTED, "history_compacted"},
+           {v1::RESET_REASON_FELL_BEHIND, "fell_behind"},
+           {v1::RESET_REASON_STORE_RELOADED, "store_reloaded"}}) {
+    r.AddCounterFunction(
+        "snapconf_watch_resets_total",
+        "Full snapshots sent to watchers instead of changes, by reason (initial: the watch "
+        "started at revision 0).",
+        {{"reason", name}},
+        [hub, reason = reason] { return static_cast<double>(hub->resets(reason)); });
+  }
+  r.AddGauge("snapconf_watch_lag_max_revisions",
+             "Revisions the furthest-behind watch stream has yet to be sent (0 without streams).",
+             {}, [hub] {
+               int64_t worst = 0;
+               for (int64_t lag : hub->WatcherLags()) worst = std::max(worst, lag);
+               return static_cast<double>(worst);
+             });
+  r.AddCollector(
+      "snapconf_watch_streams_by_lag",
+      "Started watch streams at most max_lag revisions behind the head (cumulative).",
+      [hub](std::vector<metrics::Sample>* out) {
+        const std::vector<int64_t> lags = hub->WatcherLags();
+        std::vector<double> bounds = {0};
+        for (double b : metrics::PowerOfTwoBuckets(65536)) bounds.push_back(b);
+        for (double b : bounds) {
+          const auto n = std::count_if(lags.begin(), lags.end(),
+                                       [b](int64_t lag) { return static_cast<double>(lag) <= b; });
+          out->push_back({{{"max_lag", metrics::FormatValue(b)}}, static_cast<double>(n)});
+        }
+        out->push_back({{{"max_lag", "+Inf"}}, static_cast<double>(lags.size())});
+      });
 }
 
 }  // namespace snapconf

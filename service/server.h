@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "service/engine.h"
 #include "service/limits.h"
+#include "service/metrics/server_metrics.h"
 #include "service/security/policy.h"
 #include "service/security/transport.h"
 #include "service/store/store.h"
@@ -58,6 +59,11 @@ struct ServerOptions {
   TransportSecurityOptions security;
   // Roles and bindings (service/security/policy.h), re-read when changed.
   std::string policy_file;
+  // --- metrics (service/metrics) ---
+  // host:port of the HTTP listener of GET /metrics; empty: no metrics. Plain
+  // HTTP, so loopback only unless security.allow_insecure_non_loopback.
+  std::string metrics_listen;
+  // --- end metrics ---
 };
 
 class Server {
@@ -80,10 +86,20 @@ class Server {
 
   // host:port actually bound.
   const std::string& address() const { return address_; }
+  // host:port of the metrics listener ("" when off).
+  const std::string& metrics_address() const;
 
  private:
+  // Registers the gauges read from the engine and the hub (metrics on only).
+  void AddStateMetrics();
+
   ServerOptions options_;
   std::string address_;
+  // --- metrics (service/metrics) ---
+  // Declared first: every part below may report into it until destroyed.
+  std::unique_ptr<ServerMetrics> metrics_;           // null when metrics are off
+  std::unique_ptr<MetricsHttpServer> metrics_http_;  // stopped first on shutdown
+  // --- end metrics ---
   // --- watch fan-out (service/watch) ---
   // Declared before the engine: the engine's store calls the hub until the
   // engine is destroyed, so the hub must outlive it.

@@ -19,6 +19,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "grpc/support/log.h"
+#include "service/log.h"
 #include "service/server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:7070", "Address to serve gRPC on (host:port).");
@@ -87,6 +89,32 @@ ABSL_FLAG(bool, allow_insecure_non_loopback, false,
           "Serve a non-loopback --listen address without TLS and authentication. Anyone who can "
           "reach it can read and change every setting.");
 
+// --- metrics and logs (service/metrics, service/log.h) ---
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Serve Prometheus metrics at http://HOST:PORT/metrics (empty: off). Plain HTTP: a "
+          "loopback address unless --allow-insecure-non-loopback.");
+ABSL_FLAG(std::string, log_format, "text",
+          "Log lines on stderr: text (ts=... level=... event=... key=value) or json (one object "
+          "per line).");
+// --- end metrics and logs ---
+
+namespace {
+
+// gRPC's own log lines become events too, so every stderr line has the
+// chosen format.
+void GrpcLogToEvents(gpr_log_func_args* args) {
+  const snapconf::LogLevel level =
+      args->severity == GPR_LOG_SEVERITY_ERROR  ? snapconf::LogLevel::kError
+      : args->severity == GPR_LOG_SEVERITY_INFO ? snapconf::LogLevel::kInfo
+                                                : snapconf::LogLevel::kWarning;
+  snapconf::LogEvent(level, "grpc",
+                     {{"msg", args->message != nullptr ? args->message : ""},
+                      {"file", args->file != nullptr ? args->file : ""},
+                      {"line", args->line}});
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "snapconfd serves snapconf's gRPC API.\n\n"
@@ -116,6 +144,18 @@ int main(int argc, char** argv) {
   // are) would record lock order in one process-wide graph under one lock,
   // which serializes the watch fan-out's threads. Tests check lock order.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+
+  // --- metrics and logs ---
+  absl::StatusOr<snapconf::LogFormat> log_format =
+      snapconf::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!log_format.ok()) {
+    std::fprintf(stderr, "snapconfd: cannot start: %s\n",
+                 std::string(log_format.status().message()).c_str());
+    return 1;
+  }
+  snapconf::SetLogFormat(*log_format);
+  gpr_set_log_function(GrpcLogToEvents);
+  // --- end metrics and logs ---
 
   snapconf::ServerOptions options;
   options.listen = absl::GetFlag(FLAGS_listen);
@@ -155,6 +195,7 @@ int main(int argc, char** argv) {
   options.security.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   options.security.allow_insecure_non_loopback = absl::GetFlag(FLAGS_allow_insecure_non_loopback);
   options.policy_file = absl::GetFlag(FLAGS_policy_file);
+  options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);  // metrics
 
   snapconf::Server server(options);
   if (absl::Status s = server.Start(); !s.ok()) {

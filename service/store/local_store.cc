@@ -169,6 +169,7 @@ void LocalStore::ProcessGroup(std::vector<Pending*> group) {
   std::vector<Pending*> accepted;
   std::vector<CommitRecord> records;
   std::vector<SnapshotPtr> snapshots;
+  std::vector<absl::Duration> builds;
   accepted.reserve(group.size());
   records.reserve(group.size());
   snapshots.reserve(group.size());
@@ -181,6 +182,7 @@ void LocalStore::ProcessGroup(std::vector<Pending*> group) {
       check = CheckCompare(*working, ns_revision(c.ns), c, i);
     }
     const Revision rev = working->revision() + 1;
+    const absl::Time build_start = absl::Now();
     absl::StatusOr<Snapshot::Applied> applied = check.ok()
                                                     ? working->Apply(p->request.changes, rev)
                                                     : absl::StatusOr<Snapshot::Applied>(check);
@@ -202,6 +204,7 @@ void LocalStore::ProcessGroup(std::vector<Pending*> group) {
     record.changes = std::move(applied->changes);
     records.push_back(std::move(record));
     snapshots.push_back(working);
+    builds.push_back(absl::Now() - build_start);
     accepted.push_back(p);
   }
 
@@ -248,6 +251,7 @@ void LocalStore::ProcessGroup(std::vector<Pending*> group) {
     if (size > 1) ++stats_.multi_request_groups;
     stats_.persist_time += persist_time;
   }
+  if (options_.on_group_persisted) options_.on_group_persisted(builds, persist_time);
   for (size_t i = 0; i < records.size(); ++i) {
     CommitResult result;
     result.revision = records[i].revision;

@@ -120,6 +120,10 @@ struct LocalStoreOptions {
   RetentionPolicy retention;
   // Time source for commit times and retention by age; tests inject one.
   std::function<absl::Time()> clock = [] { return absl::Now(); };
+  // Metrics: called on the writer thread after each group persisted, with the
+  // time each of its snapshots took to build and the transaction's time.
+  std::function<void(absl::Span<const absl::Duration> builds, absl::Duration persist)>
+      on_group_persisted;
 };
 
 // Counters for tests, metrics and benchmarks. Read with LocalStore::stats().

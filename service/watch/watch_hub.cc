@@ -336,6 +336,11 @@ Revision Watcher::client_revision() const {
   return client_revision_;
 }
 
+Revision Watcher::scanned_revision() const {
+  MutexLock lock(&mu_);
+  return started_ ? std::max(scan_position_, client_revision_) : -1;
+}
+
 void Watcher::RequestProgress() {
   {
     MutexLock lock(&mu_);
@@ -591,6 +596,8 @@ bool Watcher::NetMessage(const SnapshotPtr& from, const SnapshotPtr& to, grpc::B
 }
 
 void Watcher::BeginReset(v1::ResetReason reason, SnapshotPtr snapshot) {
+  hub_->resets_[static_cast<size_t>(reason) % hub_->resets_.size()].fetch_add(
+      1, std::memory_order_relaxed);
   ResetCursor cursor;
   cursor.snapshot = std::move(snapshot);
   cursor.reason = reason;
@@ -811,6 +818,30 @@ Revision WatchHub::head_revision() const {
 }
 
 Revision WatchHub::oldest_revision() const { return GetView().oldest; }
+
+uint64_t WatchHub::resets(v1::ResetReason reason) const {
+  return resets_[static_cast<size_t>(reason) % resets_.size()].load(std::memory_order_relaxed);
+}
+
+std::vector<int64_t> WatchHub::WatcherLags() const {
+  // Lock order is Watcher::mu_ before mu_: collect the watchers, then ask
+  // each one without holding mu_.
+  std::vector<std::shared_ptr<Watcher>> watchers;
+  Revision head = 0;
+  {
+    MutexLock lock(&mu_);
+    head = head_ ? head_->revision() : 0;
+    for (const auto& shard : shards_) watchers.insert(watchers.end(), shard.begin(), shard.end());
+  }
+  std::vector<int64_t> lags;
+  lags.reserve(watchers.size());
+  for (const auto& w : watchers) {
+    const Revision scanned = w->scanned_revision();
+    if (scanned < 0) continue;  // not started
+    lags.push_back(std::max<int64_t>(0, head - scanned));
+  }
+  return lags;
+}
 
 size_t WatchHub::log_bytes() const {
   MutexLock lock(&mu_);

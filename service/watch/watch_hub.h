@@ -51,6 +51,7 @@
 //   hub.Close(*w);                         // when the stream is done
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -172,6 +173,9 @@ class Watcher {
   const std::string& connection() const { return connection_; }
   // The revision the client holds (last revision sent).
   Revision client_revision() const;
+  // Metrics: the revision this watcher has looked at (nothing up to it is
+  // still owed to the client beyond the write in flight); -1 before Start.
+  Revision scanned_revision() const;
 
  private:
   struct ResetCursor {
@@ -254,6 +258,13 @@ class WatchHub : public CommitListener {
   // Open streams (admitted and not yet closed), for status pages.
   const std::atomic<int64_t>& open_streams() const { return open_streams_; }
 
+  // --- metrics (service/metrics) ---
+  // Resets started since the hub was created, for one reason.
+  uint64_t resets(v1::ResetReason reason) const;
+  // For each started watcher: how many revisions it is behind the head.
+  std::vector<int64_t> WatcherLags() const;
+  // --- end metrics ---
+
   const WatchHubOptions& options() const { return options_; }
   Revision head_revision() const;
   // Oldest revision in the log (head + 1 when the log is empty).
@@ -289,6 +300,7 @@ class WatchHub : public CommitListener {
   const WatchHubOptions options_;
   const SnapshotSource snapshot_at_;
   std::atomic<int64_t> open_streams_{0};
+  std::array<std::atomic<uint64_t>, 8> resets_{};  // by v1::ResetReason
 
   mutable Mutex mu_;
   CondVar wake_;

@@ -286,8 +286,8 @@ absl::StatusOr<Loaded> EtcdStoreImpl::Load() {
           if (EntryPtr entry = ToEntry(kv)) {
             builder.Add(std::move(parsed.ns), std::move(parsed.key), std::move(entry));
           } else {
-            LogLine(absl::StrCat("etcd store: ignoring undecodable value of ",
-                                 absl::CHexEscape(kv.key())));
+            LogEvent(LogLevel::kWarning, "etcd_undecodable_value",
+                     {{"etcd_key", absl::CHexEscape(kv.key())}});
           }
           break;
         case KeyLayout::Kind::kMarker:
@@ -359,7 +359,7 @@ absl::StatusOr<SnapshotPtr> EtcdStoreImpl::Start(CommitListener* listener) {
                                                loaded.status().message()));
   }
   if (absl::Status s = RefreshOldest(loaded->snapshot->revision()); !s.ok()) {
-    LogLine(absl::StrCat("etcd store: compaction revision unknown: ", s.message()));
+    LogEvent(LogLevel::kWarning, "etcd_compaction_revision_unknown", {{"error", s.message()}});
   }
   const SnapshotPtr head = loaded->snapshot;
   {
@@ -409,7 +409,7 @@ void EtcdStoreImpl::WatchLoop() {
     if (connected_) {
       connected_ = false;
       disconnected_since_ = absl::Now();
-      LogLine(absl::StrCat("etcd store: lost etcd: ", error.message()));
+      LogEvent(LogLevel::kError, "etcd_lost", {{"error", error.message()}});
     }
     last_error_ = error;
     backoff = backoff == absl::ZeroDuration() ? absl::Milliseconds(20)
@@ -445,8 +445,10 @@ bool EtcdStoreImpl::WatchOnce(absl::Status* error) {
         const Revision oldest = response.compact_revision() + 1;
         while (current < oldest && !oldest_.compare_exchange_weak(current, oldest)) {
         }
-        LogLine(absl::StrCat("etcd store: etcd compacted revision ", response.compact_revision(),
-                             " past this replica's revision ", seen_head_.load(), "; reloading"));
+        LogEvent(LogLevel::kWarning, "etcd_compacted_past_replica",
+                 {{"compact_revision", response.compact_revision()},
+                  {"replica_revision", seen_head_.load()},
+                  {"action", "reloading"}});
         compacted = true;
         *error = absl::OkStatus();
         break;
@@ -459,8 +461,7 @@ bool EtcdStoreImpl::WatchOnce(absl::Status* error) {
       if (response.created()) {
         MutexLock lock(&mu_);
         if (!connected_) {
-          LogLine(
-              absl::StrCat("etcd store: in sync with etcd again at revision ", seen_head_.load()));
+          LogEvent(LogLevel::kInfo, "etcd_in_sync", {{"revision", seen_head_.load()}});
         }
         connected_ = true;
         last_error_ = absl::OkStatus();
@@ -510,8 +511,8 @@ void EtcdStoreImpl::ApplyRevision(Revision revision,
       if (put) {
         after = ToEntry(event->kv());
         if (after == nullptr) {
-          LogLine(absl::StrCat("etcd store: ignoring undecodable value of ",
-                               absl::CHexEscape(event->kv().key())));
+          LogEvent(LogLevel::kWarning, "etcd_undecodable_value",
+                   {{"etcd_key", absl::CHexEscape(event->kv().key())}});
           continue;
         }
       }
@@ -587,7 +588,7 @@ void EtcdStoreImpl::InstallReload(Loaded loaded) {
     }
     due = TakeDueLocked(revision);
   }
-  LogLine(absl::StrCat("etcd store: reloaded at revision ", revision));
+  LogEvent(LogLevel::kInfo, "etcd_reloaded", {{"revision", revision}});
   for (const PendingPtr& p : covered) {
     Finish(p, CommitResult{p->succeeded_at, Expected(p, p->succeeded_at)});
   }

@@ -594,6 +594,7 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const SqliteStoreOptions&
   LocalStoreOptions local;
   local.retention = options.retention;
   local.clock = options.clock;
+  local.on_group_persisted = options.on_group_persisted;
   return std::unique_ptr<Store>(std::make_unique<LocalStore>(std::move(backend), std::move(local)));
 }
 

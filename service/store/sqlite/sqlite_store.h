@@ -32,6 +32,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "service/store/store.h"
 
 namespace snapconf {
@@ -48,6 +49,9 @@ struct SqliteStoreOptions {
   // How long a connection waits for a lock held by another connection (only
   // an outside tool, such as a backup, can hold one).
   absl::Duration busy_timeout = absl::Seconds(5);
+  // Metrics hook of the group commit (LocalStoreOptions::on_group_persisted).
+  std::function<void(absl::Span<const absl::Duration> builds, absl::Duration persist)>
+      on_group_persisted;
   // Reliability tests only; snapconfd never sets these. The registered SQLite
   // VFS to open the files through (empty: SQLite's default), and the
   // synchronous level: "FULL" (what durability relies on) or "NORMAL", which a
