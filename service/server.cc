@@ -115,7 +115,10 @@ absl::Status Server::Start() {
     }
     metrics_ = std::make_unique<ServerMetrics>();
     metrics_->RegisterServices({"snapconf.v1.ConfigService", "snapconf.v1.AdminService",
-                                "snapconf.v1.WatchService", "grpc.health.v1.Health"});
+                                "snapconf.v1.WatchService",
+                                "grpc.reflection.v1alpha.ServerReflection"});
+    // gRPC's health service is built without a protobuf descriptor.
+    metrics_->RegisterMethods({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"});
     ServerMetrics* const m = metrics_.get();
     options_.engine.on_write_done = [m](absl::Duration d) {
       m->commit_latency()->Observe(absl::ToDoubleSeconds(d));
@@ -259,6 +262,7 @@ absl::Status Server::Start() {
   // --- end metrics ---
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port == 0) {
+    metrics_http_.reset();   // metrics: bound, never started
     watch_hub_->Shutdown();  // watch fan-out: stops the dispatcher
     engine_->Stop();
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options_.listen,

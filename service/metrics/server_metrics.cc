@@ -138,6 +138,13 @@ void ServerMetrics::RegisterServices(const std::vector<std::string>& full_servic
   }
 }
 
+void ServerMetrics::RegisterMethods(const std::vector<std::string>& full_method_names) {
+  for (const std::string& name : full_method_names) {
+    if (!methods_.contains(name))
+      methods_.emplace(name, std::unique_ptr<MethodMetrics>(AddMethod(name)));
+  }
+}
+
 MethodMetrics* ServerMetrics::ForMethod(absl::string_view method) {
   auto it = methods_.find(method);
   return it == methods_.end() ? other_.get() : it->second.get();

@@ -59,6 +59,9 @@ class ServerMetrics {
   // Every method of the named services (from the generated descriptors).
   // Calls to methods not registered are counted under method="other".
   void RegisterServices(const std::vector<std::string>& full_service_names);
+  // Methods by full name ("/grpc.health.v1.Health/Check"), for services
+  // whose descriptors are not linked in (gRPC's health service).
+  void RegisterMethods(const std::vector<std::string>& full_method_names);
 
   // Interceptor factories for ServerBuilder::experimental().SetInterceptorCreators.
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>

@@ -18,6 +18,7 @@
 #include "snapconf/v1/config_service.grpc.pb.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
 #include "tests/metrics/prometheus_text.h"
+#include "tests/testing/health_probe.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
 
@@ -149,7 +150,10 @@ TEST_F(MetricsE2eTest, CountersFollowCallsAndStateFollowsWrites) {
   // Refused: an empty key.
   ASSERT_EQ(Put("payments/prod", "", "v", &put).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
+  ASSERT_TRUE(testing::CheckHealth(channel_).ok());
+
   const PromText m = Scrape();
+  EXPECT_EQ(Requests(m, "/grpc.health.v1.Health/Check", "OK"), 1);
   const std::string put_method = absl::StrCat(kConfig, "Put");
   const std::string get_method = absl::StrCat(kConfig, "Get");
   EXPECT_EQ(Requests(m, put_method, "OK") - Requests(before, put_method, "OK"), 3);

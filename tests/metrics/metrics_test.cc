@@ -37,6 +37,36 @@ TEST(CounterTest, SumsIncrementsFromManyThreads) {
   EXPECT_EQ(counter.Value(), 40005u);
 }
 
+// Under ThreadSanitizer (label concurrency): increments and observations race
+// scrapes, and every scrape sees monotonic, consistent totals.
+TEST(RegistryConcurrentTest, ScrapesWhileThreadsCountAndObserve) {
+  Registry r;
+  Counter* c = r.AddCounter("t_total", "T.");
+  Histogram* h = r.AddHistogram("t_seconds", "S.", {}, {0.5, 1});
+  constexpr int kPerThread = 20000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kPerThread; ++i) {
+        c->Increment();
+        h->Observe(i % 2 == 0 ? 0.25 : 2.0);
+      }
+    });
+  }
+  double last = 0;
+  for (int scrape = 0; scrape < 50; ++scrape) {
+    absl::StatusOr<testing::PromText> m = testing::ParsePrometheusText(r.Render());
+    ASSERT_TRUE(m.ok()) << m.status();
+    const double now = m->Value("t_total", {}).value_or(-1);
+    EXPECT_GE(now, last);
+    last = now;
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(c->Value(), 2u * kPerThread);
+  EXPECT_EQ(h->Collect().count, 2u * kPerThread);
+  EXPECT_EQ(h->Collect().cumulative[0], static_cast<uint64_t>(kPerThread));
+}
+
 TEST(HistogramTest, BucketsAreCumulativeWithUpperBoundsInclusive) {
   Histogram h({1, 2});
   for (double v : {0.5, 1.0, 2.0, 3.0}) h.Observe(v);

@@ -686,5 +686,19 @@ TEST_F(WatchHubTest, ConcurrentWritersAndWatchersKeepTheContract) {
   EXPECT_EQ(hub_->open_streams().load(), 0);
 }
 
+// Metrics (service/metrics): resets by reason, and how far a watcher whose
+// write is stuck falls behind.
+TEST_F(WatchHubTest, MetricsCountResetsAndTheLagOfAStalledWatcher) {
+  MakeHub();
+  Put("app", "a", "1");
+  Stream* s = Open(Create({{"app", {}}}));  // the initial reset is in flight, not acknowledged
+  EXPECT_EQ(hub_->resets(v1::RESET_REASON_INITIAL), 1u);
+  for (int i = 0; i < 3; ++i) Put("app", "a", absl::StrCat(i));
+  EXPECT_THAT(hub_->WatcherLags(), ElementsAre(3));
+  ASSERT_TRUE(Await(s, head()));
+  EXPECT_THAT(hub_->WatcherLags(), ElementsAre(0));
+  EXPECT_EQ(hub_->resets(v1::RESET_REASON_FELL_BEHIND), 0u);
+}
+
 }  // namespace
 }  // namespace snapconf
