@@ -233,7 +233,7 @@ TEST(EtcdFaultTest, CompactionPastAReplicaReloadsItWithoutAGap) {
   EXPECT_TRUE(Eventually([&] { return wb.revision() >= head; }, absl::Seconds(20)))
       << wb.revision() << " head " << head;
   EXPECT_EQ(wb.resets(), 2);  // the initial one, then the reload's
-  EXPECT_THAT(b->ReadLog(), ::testing::HasSubstr("reloaded at revision"));
+  EXPECT_THAT(b->ReadLog(), ::testing::HasSubstr("event=etcd_reloaded revision="));
   ASSERT_OK_AND_ASSIGN(auto da, Dump(na, "compact/ns", head));
   ASSERT_OK_AND_ASSIGN(auto db, Dump(nb, "compact/ns", head));
   EXPECT_EQ(da, db);
