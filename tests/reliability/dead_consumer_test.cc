@@ -47,6 +47,11 @@ constexpr char kNs[] = "flood";
 // Both scale with the number of streams (each has its own gRPC buffers).
 int64_t RssBudgetKb(int64_t streams) { return 48 * 1024 + 24 * streams; }
 int64_t RssSteadyBudgetKb(int64_t streams) { return 16 * 1024 + 8 * streams; }
+#ifdef SNAPCONF_SANITIZER
+constexpr bool kServerRssIsMeaningful = false;
+#else
+constexpr bool kServerRssIsMeaningful = true;
+#endif
 // Revisions written per second during the load: what the test's one client
 // thread can deliver to every live watcher without falling behind the watch
 // log (falling behind would rightly get it reset), about 50k deliveries a
@@ -298,10 +303,15 @@ TEST(DeadConsumerTest, OnePercentStopReadingMemoryStaysFlatOthersGetEverything) 
         static_cast<long long>(rss_end), absl::FormatDuration(pct(0.5)).c_str(),
         absl::FormatDuration(pct(0.99)).c_str(), absl::FormatDuration(pct(1.0)).c_str(),
         latencies.size());
-    EXPECT_LE(rss_max - rss_open, RssBudgetKb(streams)) << "server memory grew past the budget";
-    // Flat: under load, stalled streams must not make memory grow much past
-    // the warmed-up steady state.
-    EXPECT_LE(rss_max - rss_warm, RssSteadyBudgetKb(streams)) << "server memory keeps growing";
+    // The budgets are for a plain build: a sanitized server keeps freed memory
+    // in quarantine and pads every allocation, so its RSS says nothing about
+    // what stalled streams hold. The deliveries below are checked either way.
+    if (kServerRssIsMeaningful) {
+      EXPECT_LE(rss_max - rss_open, RssBudgetKb(streams)) << "server memory grew past the budget";
+      // Flat: under load, stalled streams must not make memory grow much past
+      // the warmed-up steady state.
+      EXPECT_LE(rss_max - rss_warm, RssSteadyBudgetKb(streams)) << "server memory keeps growing";
+    }
   }
   // The dead streams are still open (they are alive, only slow): the server
   // neither dropped them nor let them cost more than the budget.

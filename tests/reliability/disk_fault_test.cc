@@ -42,6 +42,17 @@ constexpr char kNs[] = "disk";
 constexpr int kEio = 5;
 constexpr int kEnospc = 28;
 
+// libfiu's preload wraps libc calls that the AddressSanitizer runtime makes
+// while it starts, and a sanitized snapconfd crashes before main under it.
+// The disk faults therefore run in the plain build only.
+#ifdef SNAPCONF_SANITIZER
+constexpr bool kFiuPreloadWorks = false;
+#else
+constexpr bool kFiuPreloadWorks = true;
+#endif
+#define SKIP_WITHOUT_FIU() \
+  if (!kFiuPreloadWorks) GTEST_SKIP() << "libfiu's preload cannot run under a sanitizer"
+
 // Starts snapconfd under libfiu and switches its failure points.
 class FaultyServer {
  public:
@@ -195,6 +206,7 @@ class Watcher {
 };
 
 TEST(DiskFaultTest, FsyncEioFailsTheWriteAndFencesTheNodeUntilRestart) {
+  SKIP_WITHOUT_FIU();
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultyServer> f, FaultyServer::Start());
   auto client = std::make_unique<Client>(f->server().address());
   v1::PutResponse put;
@@ -247,6 +259,7 @@ TEST(DiskFaultTest, FsyncEioFailsTheWriteAndFencesTheNodeUntilRestart) {
 }
 
 TEST(DiskFaultTest, DiskFullRefusesWritesKeepsReadsAndWatchesAndRecovers) {
+  SKIP_WITHOUT_FIU();
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultyServer> f, FaultyServer::Start());
   auto client = std::make_unique<Client>(f->server().address());
   v1::PutResponse put;
@@ -286,6 +299,7 @@ TEST(DiskFaultTest, DiskFullRefusesWritesKeepsReadsAndWatchesAndRecovers) {
 }
 
 TEST(DiskFaultTest, ShortWritesLoseNothingAcknowledged) {
+  SKIP_WITHOUT_FIU();
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<FaultyServer> f, FaultyServer::Start());
   auto client = std::make_unique<Client>(f->server().address());
   ASSERT_THAT(f->Control("enable_random name=posix/io/rw/pwrite/reduce,probability=0.5"), IsOk());
