@@ -92,6 +92,11 @@ absl::Status Server::Start() {
         "--rate-limit-per-identity, --rate-burst-per-identity and "
         "--max-watch-streams-per-identity must not be negative (0: no limit)");
   }
+  if (options_.identity_limits.rate_per_second > 0 &&
+      options_.identity_limits.rate_per_second < 0.001) {
+    return absl::InvalidArgumentError(
+        "--rate-limit-per-identity must be 0 (no limit) or at least 0.001 requests per second");
+  }
   // Authorization is on whenever callers are authenticated; an unauthenticated
   // server is loopback-only (checked above) and lets local callers do anything.
   ASSIGN_OR_RETURN(authz_, Authorizer::Open({.enabled = options_.security.tls() &&

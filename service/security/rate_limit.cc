@@ -20,9 +20,13 @@ int64_t MonotonicNanos() {
       .count();
 }
 
+// The server refuses rates below kMinRate; the clamps keep the arithmetic in
+// range for any input.
+constexpr double kMaxIntervalNanos = 1e15;  // about 11.6 days per request
+
 int64_t IntervalNanos(double rate) {
   if (!(rate > 0)) return 0;
-  return std::max<int64_t>(1, static_cast<int64_t>(std::llround(1e9 / rate)));
+  return std::max<int64_t>(1, std::llround(std::min(1e9 / rate, kMaxIntervalNanos)));
 }
 
 int64_t HintMillis(absl::Duration retry_after) {
@@ -32,7 +36,7 @@ int64_t HintMillis(absl::Duration retry_after) {
 
 int64_t BurstOf(const IdentityLimitOptions& o) {
   if (o.burst > 0) return o.burst;
-  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(o.rate_per_second)));
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::min(o.rate_per_second, 1e12))));
 }
 
 }  // namespace
@@ -53,7 +57,10 @@ int64_t TokenBucket::TryTake(int64_t now_ns, int64_t interval_ns, int64_t burst)
 
 IdentityRateLimiter::IdentityRateLimiter(const IdentityLimitOptions& options)
     : interval_ns_(IntervalNanos(options.rate_per_second)),
-      burst_(BurstOf(options)),
+      // (burst - 1) * interval must fit in 64 bits with room to spare.
+      burst_(interval_ns_ == 0
+                 ? 1
+                 : std::min<int64_t>(BurstOf(options), (INT64_MAX / 4) / interval_ns_)),
       max_tracked_(std::max<size_t>(1, options.max_tracked_identities)) {
   MutexLock lock(&mu_);
   published_ = std::make_unique<const Map>();

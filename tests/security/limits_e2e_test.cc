@@ -393,6 +393,20 @@ TEST_F(LimitsTest, ExpiredTokenEndsItsWatchWithinTheBound) {
   EXPECT_FALSE(bob->ended());
 }
 
+TEST_F(LimitsTest, BadLimitFlagsFailTheStart) {
+  for (const char* flag : {"--rate-limit-per-identity=-1", "--rate-limit-per-identity=0.0000001",
+                           "--rate-burst-per-identity=-5", "--max-watch-streams-per-identity=-1"}) {
+    ServerOptions options;
+    options.extra_flags = {"--tls-cert-file=" + pki_.Path("server.pem"),
+                           "--tls-key-file=" + pki_.Path("server.key"),
+                           "--tokens-file=" + pki_.Path("tokens"), flag};
+    options.ready_timeout = absl::Seconds(5);
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(options);
+    EXPECT_FALSE(server.ok()) << flag;
+    EXPECT_THAT(server.status().message(), HasSubstr("-per-identity")) << flag;
+  }
+}
+
 TEST_F(LimitsTest, HealthChecksNeedCredentials) {
   ASSERT_NO_FATAL_FAILURE(Start({}));
   grpc::SslCredentialsOptions ssl;
