@@ -417,7 +417,10 @@ class ConfigClient::Impl {
         progressed = true;
       }
     }
-    ctx->TryCancel();  // no-op if the stream already ended
+    // Only a stream we stop reading needs cancelling. One that ended by itself
+    // (a failed write means that too) keeps the server's status: cancelling it
+    // would turn a refusal and its retry hint into CANCELLED.
+    if (!error.ok()) ctx->TryCancel();
     v1::WatchResponse drain;
     while (stream->Read(&drain)) {
     }
