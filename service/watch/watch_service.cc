@@ -178,11 +178,15 @@ class WatchCall final : private WatchSink {
     stream_.Write(copy, &write_tag_);
   }
   void End(const grpc::Status& status) override {
-    {
-      MutexLock lock(&mu_);
-      ended_ = true;
-      finish_pending_ = true;
-    }
+    // Finish stores the status in the call's operations, which the queue's
+    // thread destroys with the call. End may run on another thread (a
+    // shutdown, or access revoked): starting the operation under mu_, which
+    // the queue's thread takes before deleting, orders the two for
+    // ThreadSanitizer. It cannot deadlock: an asynchronous Finish only queues
+    // the operation; its completion comes through the queue.
+    MutexLock lock(&mu_);
+    ended_ = true;
+    finish_pending_ = true;
     stream_.Finish(status, &finish_tag_);
   }
 
