@@ -26,6 +26,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/admin_client.h"
+#include "client/config_client.h"
 #include "service/security/tokens.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
@@ -332,6 +333,39 @@ TEST_F(LimitsTest, WatchStreamsPerIdentityAreLimitedAndGivenBack) {
   std::unique_ptr<WatchStream> again = open_eventually("alice");
   ASSERT_NE(again, nullptr);
   EXPECT_FALSE(second->ended());
+}
+
+TEST_F(LimitsTest, ConfigClientReconnectsNoSoonerThanTheHint) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--max-watch-streams-per-identity=1"}));
+  ASSERT_TRUE(Put("v").ok());
+  std::unique_ptr<WatchStream> holder = OpenWatch("alice");  // takes Alice's one slot
+  ASSERT_NE(holder, nullptr);
+  client::ConfigClientOptions o;
+  o.endpoints = {server_->address()};
+  o.watches = {client::WatchFilter{kNs, {}}};
+  o.security.mode = client::ChannelSecurity::Mode::kTls;
+  o.security.root_certs_pem = ReadTextFile(pki_.Path("ca.pem"));
+  o.security.bearer_token = Token("alice");
+  // Its own backoff alone would reconnect every few milliseconds.
+  o.backoff_base = absl::Milliseconds(5);
+  o.backoff_max = absl::Milliseconds(10);
+  absl::StatusOr<client::ConfigClient> c = client::ConfigClient::Create(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::SleepFor(absl::Milliseconds(2500));
+  const client::ClientStatus refused = c->Status();
+  EXPECT_EQ(refused.last_error.code(), absl::StatusCode::kResourceExhausted) << refused.last_error;
+  // The server's hint is 1 s: at most one attempt per second (plus the first).
+  EXPECT_GE(refused.streams_opened, 1);
+  EXPECT_LE(refused.streams_opened, 4);
+  // Once the slot is free, the client gets in at its next attempt.
+  holder.reset();
+  bool ready = false;
+  for (int i = 0; i < 50 && !ready; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    ready = c->Status().ready && !c->Status().stale;
+  }
+  EXPECT_TRUE(ready);
+  EXPECT_EQ(c->GetString(kNs, "k").value_or(""), "v");
 }
 
 TEST_F(LimitsTest, RevokedGrantAndRemovedTokenEndWatchesWithinTheBound) {
