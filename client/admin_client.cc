@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -19,6 +20,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "client/internal/retry_hint.h"
 #include "common/status_macros.h"
 #include "snapconf/v1/admin_service.grpc.pb.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
@@ -37,6 +39,9 @@ constexpr char kOutcomeUnknownPrefix[] = "outcome unknown: ";
 // Responses can carry a whole Txn (before and after entries of up to 4 MiB
 // each); gRPC's 4 MiB receive default is too small for that.
 constexpr int kMaxReceiveBytes = 64 << 20;
+// Retries of a call refused for its identity's request rate (each after the
+// server's retry-after-ms hint, all within the call's deadline).
+constexpr int kMaxRateLimitedRetries = 3;
 
 absl::Status FromGrpc(const grpc::Status& s) {
   return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
@@ -470,10 +475,22 @@ class GrpcAdminConnection final : public AdminConnection {
         failures.push_back(absl::StrCat(ep.address, " (", connected.message(), ")"));
         continue;
       }
-      grpc::ClientContext ctx;
-      ctx.set_deadline(absl::ToChronoTime(deadline));
-      if (!bearer_token_.empty()) ctx.AddMetadata("authorization", "Bearer " + bearer_token_);
-      const grpc::Status result = call(ep, &ctx);
+      grpc::Status result;
+      // A call refused for its identity's rate changed nothing: wait for the
+      // server's hint and try again, a few times, within the deadline.
+      for (int limited = 0;; ++limited) {
+        grpc::ClientContext ctx;
+        ctx.set_deadline(absl::ToChronoTime(deadline));
+        if (!bearer_token_.empty()) ctx.AddMetadata("authorization", "Bearer " + bearer_token_);
+        result = call(ep, &ctx);
+        if (result.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED ||
+            limited == kMaxRateLimitedRetries) {
+          break;
+        }
+        const std::optional<absl::Duration> hint = internal::RetryAfterHint(ctx);
+        if (!hint.has_value() || absl::Now() + *hint >= deadline) break;
+        absl::SleepFor(*hint);
+      }
       if (result.ok()) {
         preferred_.store(index, std::memory_order_relaxed);
         return absl::OkStatus();

@@ -23,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "client/internal/config_cache.h"
+#include "client/internal/retry_hint.h"
 #include "common/mutex.h"
 #include "nlohmann/json.hpp"
 #include "snapconf/v1/watch_service.grpc.pb.h"
@@ -324,7 +325,8 @@ class ConfigClient::Impl {
         last_error_ = status;
       }
       if (progressed) attempt = 0;
-      const absl::Duration delay = Backoff(attempt);
+      // A server that refused the stream for a limit says how long to wait.
+      const absl::Duration delay = std::max(Backoff(attempt), std::exchange(retry_hint_, {}));
       attempt = std::min(attempt + 1, 30);
       index = (index + 1) % endpoints_.size();
       MutexLock lock(&mu_);
@@ -415,11 +417,17 @@ class ConfigClient::Impl {
         progressed = true;
       }
     }
-    ctx->TryCancel();  // no-op if the stream already ended
+    // Only a stream we stop reading needs cancelling. One that ended by itself
+    // (a failed write means that too) keeps the server's status: cancelling it
+    // would turn a refusal and its retry hint into CANCELLED.
+    if (!error.ok()) ctx->TryCancel();
     v1::WatchResponse drain;
     while (stream->Read(&drain)) {
     }
     const grpc::Status finish = stream->Finish();
+    if (finish.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      retry_hint_ = internal::RetryAfterHint(*ctx).value_or(absl::ZeroDuration());
+    }
     bool idle = false;
     {
       MutexLock lock(&mu_);
@@ -625,6 +633,7 @@ class ConfigClient::Impl {
   bool has_state_;
   std::int64_t held_revision_;
   std::mt19937_64 rng_;
+  absl::Duration retry_hint_;  // from the last stream's end, if it carried one
 
   std::thread watch_thread_;
   std::thread callback_thread_;

@@ -14,6 +14,16 @@ absl::Status AllowAdmin(const CallerIdentities& identities, const Authorizer& au
   return authz.CheckGlobal(identities.Of(ctx), Permission::kAdmin);
 }
 
+// The call's reactor, finished with RESOURCE_EXHAUSTED, when the caller is
+// over its request rate; null otherwise.
+grpc::ServerUnaryReactor* RefusedOverRate(IdentityLimits* limits,
+                                          const CallerIdentities& identities,
+                                          grpc::CallbackServerContext* ctx) {
+  if (limits == nullptr || !limits->rate_limited()) return nullptr;
+  auto* reactor = ctx->DefaultReactor();
+  return RefuseOverRate(limits, identities, ctx, reactor) ? reactor : nullptr;
+}
+
 grpc::ServerUnaryReactor* NotServed(const CallerIdentities& identities, const Authorizer& authz,
                                     grpc::CallbackServerContext* ctx, const char* what) {
   auto* reactor = ctx->DefaultReactor();
@@ -40,24 +50,28 @@ AdminServiceImpl::AdminServiceImpl(Engine* engine, std::string node_id, std::str
 grpc::ServerUnaryReactor* AdminServiceImpl::GetPolicy(grpc::CallbackServerContext* ctx,
                                                       const v1::GetPolicyRequest* /*request*/,
                                                       v1::GetPolicyResponse* /*response*/) {
+  if (auto* refused = RefusedOverRate(identity_limits_, *identities_, ctx)) return refused;
   return NotServed(*identities_, *authz_, ctx, "reading the policy");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::UpdatePolicy(grpc::CallbackServerContext* ctx,
                                                          const v1::UpdatePolicyRequest* /*request*/,
                                                          v1::UpdatePolicyResponse* /*response*/) {
+  if (auto* refused = RefusedOverRate(identity_limits_, *identities_, ctx)) return refused;
   return NotServed(*identities_, *authz_, ctx, "changing the policy");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListAuditEvents(
     grpc::CallbackServerContext* ctx, const v1::ListAuditEventsRequest* /*request*/,
     v1::ListAuditEventsResponse* /*response*/) {
+  if (auto* refused = RefusedOverRate(identity_limits_, *identities_, ctx)) return refused;
   return NotServed(*identities_, *authz_, ctx, "the audit log");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetServerStatus(
     grpc::CallbackServerContext* ctx, const v1::GetServerStatusRequest* /*request*/,
     v1::GetServerStatusResponse* response) {
+  if (auto* refused = RefusedOverRate(identity_limits_, *identities_, ctx)) return refused;
   if (absl::Status s = AllowAdmin(*identities_, *authz_, *ctx); !s.ok()) {
     auto* reactor = ctx->DefaultReactor();
     reactor->Finish(ToGrpc(s));

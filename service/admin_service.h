@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "service/engine.h"
 #include "service/security/policy.h"
+#include "service/security/rate_limit.h"
 #include "service/security/transport.h"
 #include "snapconf/v1/admin_service.grpc.pb.h"
 
@@ -44,6 +45,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
 
   // Counts open watch streams for status; set by the watch service.
   void set_open_watches_source(const std::atomic<int64_t>* source) { open_watches_ = source; }
+  // Per-identity request rate (may be null: no limit); must outlive the
+  // service. Set before serving.
+  void set_identity_limits(IdentityLimits* limits) { identity_limits_ = limits; }
 
  private:
   Engine* const engine_;
@@ -53,6 +57,7 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   const std::atomic<int64_t>* open_watches_ = nullptr;
   const CallerIdentities* const identities_;
   const Authorizer* const authz_;
+  IdentityLimits* identity_limits_ = nullptr;
 };
 
 }  // namespace snapconf

@@ -239,6 +239,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Get(grpc::CallbackServerContext* ct
                                                  const v1::GetRequest* request,
                                                  v1::GetResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidateKey(request->key(), limits_);
   if (valid.ok()) valid = Allow(*ctx, Permission::kRead, request->namespace_());
@@ -300,6 +301,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::List(grpc::CallbackServerContext* c
                                                   const v1::ListRequest* request,
                                                   v1::ListResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidatePrefix(request->prefix(), limits_);
   if (valid.ok()) valid = Allow(*ctx, Permission::kRead, request->namespace_());
@@ -340,6 +342,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::ListNamespaces(
     grpc::CallbackServerContext* ctx, const v1::ListNamespacesRequest* request,
     v1::ListNamespacesResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status s = CheckRevisionField(request->revision(), "revision");
   if (s.ok()) s = DoListNamespaces(*request, identities_->Of(*ctx), response);
   reactor->Finish(ToGrpc(s));
@@ -352,6 +355,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Put(grpc::CallbackServerContext* ct
                                                  const v1::PutRequest* request,
                                                  v1::PutResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidateKey(request->key(), limits_);
   if (valid.ok()) valid = Allow(*ctx, Permission::kWrite, request->namespace_());
@@ -397,6 +401,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Delete(grpc::CallbackServerContext*
                                                     const v1::DeleteRequest* request,
                                                     v1::DeleteResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status valid = ValidateNamespace(request->namespace_(), limits_);
   if (valid.ok()) valid = ValidateKey(request->key(), limits_);
   if (valid.ok()) valid = Allow(*ctx, Permission::kWrite, request->namespace_());
@@ -454,6 +459,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Txn(grpc::CallbackServerContext* ct
                                                  const v1::TxnRequest* request,
                                                  v1::TxnResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::StatusOr<WriteRequest> write = TxnFromProto(*request, limits_);
   if (!write.ok()) {
     reactor->Finish(ToGrpc(write.status()));
@@ -538,6 +544,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::History(grpc::CallbackServerContext
                                                      const v1::HistoryRequest* request,
                                                      v1::HistoryResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status s;
   if (!request->namespace_().empty()) s = ValidateNamespace(request->namespace_(), limits_);
   if (s.ok() && !request->key().empty()) {
@@ -577,6 +584,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Diff(grpc::CallbackServerContext* c
                                                   const v1::DiffRequest* request,
                                                   v1::DiffResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status s = ValidateNamespace(request->namespace_(), limits_);
   if (s.ok()) s = ValidatePrefix(request->prefix(), limits_);
   if (s.ok()) s = Allow(*ctx, Permission::kRead, request->namespace_());
@@ -593,6 +601,7 @@ grpc::ServerUnaryReactor* ConfigServiceImpl::Rollback(grpc::CallbackServerContex
                                                       const v1::RollbackRequest* request,
                                                       v1::RollbackResponse* response) {
   auto* reactor = ctx->DefaultReactor();
+  if (RefuseOverRate(identity_limits_, *identities_, ctx, reactor)) return reactor;
   absl::Status s = ValidateNamespace(request->namespace_(), limits_);
   if (s.ok()) s = Allow(*ctx, Permission::kWrite, request->namespace_());
   if (s.ok()) s = ValidateMessage(request->message(), limits_);

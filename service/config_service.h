@@ -14,6 +14,7 @@
 #include "service/limits.h"
 #include "service/page_token.h"
 #include "service/security/policy.h"
+#include "service/security/rate_limit.h"
 #include "service/security/transport.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
 
@@ -50,6 +51,10 @@ class ConfigServiceImpl final : public v1::ConfigService::CallbackService {
                                      const v1::RollbackRequest* request,
                                      v1::RollbackResponse* response) override;
 
+  // Per-identity request rate (may be null: no limit); must outlive the
+  // service. Set before serving.
+  void set_identity_limits(IdentityLimits* limits) { identity_limits_ = limits; }
+
  private:
   void FillHeader(Revision revision, v1::ResponseHeader* header) const;
   absl::Status DoGet(const v1::GetRequest& request, v1::GetResponse* response);
@@ -68,6 +73,7 @@ class ConfigServiceImpl final : public v1::ConfigService::CallbackService {
   const std::string node_id_;
   const CallerIdentities* const identities_;
   const Authorizer* const authz_;
+  IdentityLimits* identity_limits_ = nullptr;
 };
 
 }  // namespace snapconf

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -125,6 +126,17 @@ absl::Status Server::Start() {
     };
   }
   // --- end metrics ---
+  if (options_.identity_limits.rate_per_second < 0 || options_.identity_limits.burst < 0 ||
+      options_.identity_limits.max_watch_streams < 0) {
+    return absl::InvalidArgumentError(
+        "--rate-limit-per-identity, --rate-burst-per-identity and "
+        "--max-watch-streams-per-identity must not be negative (0: no limit)");
+  }
+  if (options_.identity_limits.rate_per_second > 0 &&
+      options_.identity_limits.rate_per_second < 0.001) {
+    return absl::InvalidArgumentError(
+        "--rate-limit-per-identity must be 0 (no limit) or at least 0.001 requests per second");
+  }
   // Authorization is on whenever callers are authenticated; an unauthenticated
   // server is loopback-only (checked above) and lets local callers do anything.
   ASSIGN_OR_RETURN(authz_, Authorizer::Open({.enabled = options_.security.tls() &&
@@ -215,6 +227,9 @@ absl::Status Server::Start() {
                                                         node_id, identities_.get(), authz_.get());
   admin_service_ = std::make_unique<AdminServiceImpl>(engine_.get(), node_id, kVersion,
                                                       identities_.get(), authz_.get());
+  identity_limits_ = std::make_unique<IdentityLimits>(options_.identity_limits);
+  config_service_->set_identity_limits(identity_limits_.get());
+  admin_service_->set_identity_limits(identity_limits_.get());
   builder.RegisterService(config_service_.get());
   builder.RegisterService(admin_service_.get());
   // --- watch fan-out (service/watch) ---
@@ -235,6 +250,57 @@ absl::Status Server::Start() {
         }
         return absl::OkStatus();
       });
+  // Opening a stream is a request (rate) and holds a stream slot until the
+  // stream ends, however it ends.
+  if (identity_limits_->rate_limited() || identity_limits_->streams().enabled()) {
+    watch_service_->set_admission(
+        [limits = identity_limits_.get(), identities = identities_.get()](
+            grpc::ServerContextBase* ctx) -> absl::StatusOr<std::shared_ptr<void>> {
+          const std::string identity = identities->Of(*ctx);
+          RETURN_IF_ERROR(limits->AdmitRequest(ctx, identity));
+          return limits->AdmitStream(ctx, identity);
+        });
+  }
+  // A watch keeps its caller's credentials and namespaces, so a policy or
+  // tokens change can end it (OnPolicyChanged).
+  if (authz_->enabled()) {
+    watch_service_->set_recheck_factory([identities = identities_.get(), authz = authz_.get(),
+                                         tokens = tokens_](const grpc::ServerContextBase& ctx,
+                                                           const WatchSpec& spec) {
+      const std::string identity = identities->Of(ctx);
+      std::string presented;  // the bearer token, when the caller used one
+      if (tokens != nullptr) {
+        auto it = ctx.client_metadata().find("authorization");
+        if (it != ctx.client_metadata().end())
+          presented.assign(it->second.data(), it->second.size());
+      }
+      std::vector<std::string> namespaces;
+      for (const WatchFilterSpec& filter : spec.filters) namespaces.push_back(filter.ns);
+      return Watcher::Recheck([identity, presented, namespaces, authz, tokens]() -> absl::Status {
+        if (!presented.empty()) {
+          absl::string_view value = presented;
+          absl::StatusOr<TokenIdentity> who =
+              absl::ConsumePrefix(&value, "Bearer ")
+                  ? tokens->Verify(value)
+                  : absl::UnauthenticatedError("authorization is not a bearer token");
+          if (!who.ok()) {
+            return absl::UnauthenticatedError(absl::StrCat(
+                "the credentials of this watch are no longer valid: ", who.status().message()));
+          }
+          if (who->identity != identity) {
+            return absl::UnauthenticatedError("the token of this watch now names another identity");
+          }
+        }
+        for (const std::string& ns : namespaces) {
+          if (absl::Status s = authz->Check(identity, Permission::kRead, ns); !s.ok()) {
+            return absl::PermissionDeniedError(
+                absl::StrCat("access changed, the watch ends: ", s.message()));
+          }
+        }
+        return absl::OkStatus();
+      });
+    });
+  }
   watch_service_->AddTo(&builder);  // the service and its completion queues
   admin_service_->set_open_watches_source(&watch_hub_->open_streams());
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS,
@@ -307,6 +373,34 @@ void Server::ReloadCredentials() {
       LogEvent(LogLevel::kWarning, "policy_not_reloaded",
                {{"error", s.message()}, {"effect", "previous policy stays in force"}});
     }
+  }
+  // Open watches follow revocations: re-checked when a file changed or a
+  // token's expiry passed.
+  if (authz_ == nullptr || !authz_->enabled() || watch_hub_ == nullptr) return;
+  bool due = false;
+  {
+    MutexLock lock(&recheck_mu_);
+    const absl::Time now = absl::Now();
+    const uint64_t tokens = tokens_ == nullptr ? 0 : tokens_->generation();
+    const uint64_t policy = authz_->generation();
+    due = tokens != checked_tokens_ || policy != checked_policy_ || now >= next_token_expiry_;
+    if (due) {
+      checked_tokens_ = tokens;
+      checked_policy_ = policy;
+      next_token_expiry_ =
+          tokens_ == nullptr ? absl::InfiniteFuture() : tokens_->NextExpiryAfter(now);
+    }
+  }
+  if (due) OnPolicyChanged();
+}
+
+void Server::OnPolicyChanged() {
+  if (authz_ == nullptr || !authz_->enabled() || watch_hub_ == nullptr) return;
+  const size_t ended = watch_hub_->RecheckAll();
+  if (ended > 0) {
+    LogEvent(LogLevel::kInfo, "watches_revoked",
+             {{"ended", static_cast<int64_t>(ended)},
+              {"reason", "credentials or policy changed; these streams lost access"}});
   }
 }
 

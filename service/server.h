@@ -14,10 +14,12 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "common/mutex.h"
 #include "service/engine.h"
 #include "service/limits.h"
 #include "service/metrics/server_metrics.h"
 #include "service/security/policy.h"
+#include "service/security/rate_limit.h"
 #include "service/security/transport.h"
 #include "service/store/store.h"
 #include "service/watch/watch_hub.h"
@@ -64,6 +66,8 @@ struct ServerOptions {
   // HTTP, so loopback only unless security.allow_insecure_non_loopback.
   std::string metrics_listen;
   // --- end metrics ---
+  // Request rate and watch streams per identity (service/security/rate_limit.h).
+  IdentityLimitOptions identity_limits;
 };
 
 class Server {
@@ -83,6 +87,12 @@ class Server {
   // Re-reads the tokens and policy files if they changed (certificates reload
   // by themselves).
   void ReloadCredentials();
+  // Every open watch re-checks its access now; those that lost it end
+  // (PERMISSION_DENIED, or UNAUTHENTICATED for a revoked or expired token).
+  // ReloadCredentials calls it when the tokens or the policy changed or a
+  // token expired; any other path that changes the policy calls it after
+  // the change. Any thread.
+  void OnPolicyChanged() ABSL_LOCKS_EXCLUDED(recheck_mu_);
 
   // host:port actually bound.
   const std::string& address() const { return address_; }
@@ -113,6 +123,12 @@ class Server {
   std::shared_ptr<TokenVerifier> tokens_;  // null without a tokens file
   std::shared_ptr<const CallerIdentities> identities_;
   std::unique_ptr<Authorizer> authz_;
+  std::unique_ptr<IdentityLimits> identity_limits_;
+  // What the open watches were last checked against.
+  Mutex recheck_mu_;
+  uint64_t checked_tokens_ ABSL_GUARDED_BY(recheck_mu_) = 0;
+  uint64_t checked_policy_ ABSL_GUARDED_BY(recheck_mu_) = 0;
+  absl::Time next_token_expiry_ ABSL_GUARDED_BY(recheck_mu_) = absl::InfiniteFuture();
   bool serving_ = false;
 };
 

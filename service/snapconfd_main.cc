@@ -88,6 +88,15 @@ ABSL_FLAG(std::string, policy_file, "",
 ABSL_FLAG(bool, allow_insecure_non_loopback, false,
           "Serve a non-loopback --listen address without TLS and authentication. Anyone who can "
           "reach it can read and change every setting.");
+ABSL_FLAG(double, rate_limit_per_identity, 0,
+          "Requests per second each identity may make (unary calls and watch opens); 0: no "
+          "limit. Over it: RESOURCE_EXHAUSTED with trailing metadata retry-after-ms.");
+ABSL_FLAG(int64_t, rate_burst_per_identity, 0,
+          "Requests an idle identity may make at once (0: the rate, at least 1).");
+ABSL_FLAG(int64_t, rate_limit_tracked_identities, 10000,
+          "Identities whose request rate is tracked; beyond, busy identities share one bucket.");
+ABSL_FLAG(int64_t, max_watch_streams_per_identity, 0,
+          "Open watch streams allowed per identity; 0: no limit.");
 
 // --- metrics and logs (service/metrics, service/log.h) ---
 ABSL_FLAG(std::string, metrics_listen, "",
@@ -196,6 +205,11 @@ int main(int argc, char** argv) {
   options.security.allow_insecure_non_loopback = absl::GetFlag(FLAGS_allow_insecure_non_loopback);
   options.policy_file = absl::GetFlag(FLAGS_policy_file);
   options.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);  // metrics
+  options.identity_limits.rate_per_second = absl::GetFlag(FLAGS_rate_limit_per_identity);
+  options.identity_limits.burst = absl::GetFlag(FLAGS_rate_burst_per_identity);
+  options.identity_limits.max_tracked_identities =
+      static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_rate_limit_tracked_identities)));
+  options.identity_limits.max_watch_streams = absl::GetFlag(FLAGS_max_watch_streams_per_identity);
 
   snapconf::Server server(options);
   if (absl::Status s = server.Start(); !s.ok()) {

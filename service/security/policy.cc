@@ -189,6 +189,7 @@ absl::Status Authorizer::ReloadIfChanged() {
   }
   policies_.push_back(std::make_unique<const Policy>(*std::move(policy)));
   current_.store(policies_.back().get(), std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
   loaded_ = stamp;
   return absl::OkStatus();
 }

@@ -101,11 +101,16 @@ class Authorizer {
   // keeps the policy in force and returns why (once per broken version).
   absl::Status ReloadIfChanged() ABSL_LOCKS_EXCLUDED(reload_mu_);
 
+  // Counts the policies published so far (every change, whatever its
+  // source, must count): a change means open watches must be re-checked.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+
  private:
   explicit Authorizer(Options options) : options_(std::move(options)) {}
 
   const Options options_;
   std::atomic<const Policy*> current_{nullptr};
+  std::atomic<uint64_t> generation_{0};
   Mutex reload_mu_;  // serializes reloads; Check never takes it
   std::vector<std::unique_ptr<const Policy>> policies_ ABSL_GUARDED_BY(reload_mu_);
   FileStamp loaded_ ABSL_GUARDED_BY(reload_mu_);

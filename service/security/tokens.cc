@@ -140,6 +140,7 @@ absl::Status TokenVerifier::ReloadIfChanged() {
     return absl::Status(table.status().code(), absl::StrCat(path_, ": ", table.status().message()));
   tables_.push_back(std::make_unique<const Table>(*std::move(table)));
   current_.store(tables_.back().get(), std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_acq_rel);
   loaded_ = stamp;
   return absl::OkStatus();
 }
@@ -166,6 +167,16 @@ absl::StatusOr<TokenIdentity> TokenVerifier::Verify(absl::string_view presented)
                      absl::FormatTime(absl::RFC3339_sec, it->second.expires, absl::UTCTimeZone())));
   }
   return TokenIdentity{std::string(id), it->second.identity};
+}
+
+absl::Time TokenVerifier::NextExpiryAfter(absl::Time after) const {
+  const Table* table = current_.load(std::memory_order_acquire);
+  absl::Time next = absl::InfiniteFuture();
+  if (table == nullptr) return next;
+  for (const auto& [id, record] : *table) {
+    if (record.expires > after && record.expires < next) next = record.expires;
+  }
+  return next;
 }
 
 size_t TokenVerifier::size() const {

@@ -75,12 +75,19 @@ class TokenVerifier {
 
   // Number of tokens in the current table.
   size_t size() const;
+  // Counts the tables loaded so far: a change means tokens may be revoked.
+  uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  // The earliest expiry of a token in the current table that is later than
+  // `after` (InfiniteFuture when none): streams authenticated by it must be
+  // re-checked then.
+  absl::Time NextExpiryAfter(absl::Time after) const;
 
  private:
   explicit TokenVerifier(std::string path) : path_(std::move(path)) {}
 
   const std::string path_;
   std::atomic<const Table*> current_{nullptr};
+  std::atomic<uint64_t> generation_{0};
   Mutex reload_mu_;  // serializes reloads; Verify never takes it
   std::vector<std::unique_ptr<const Table>> tables_ ABSL_GUARDED_BY(reload_mu_);
   FileStamp loaded_ ABSL_GUARDED_BY(reload_mu_);

@@ -361,6 +361,26 @@ void Watcher::Finish(const grpc::Status& status) {
   sink_->End(status);
 }
 
+void Watcher::set_recheck(Recheck recheck) {
+  MutexLock lock(&mu_);
+  recheck_ = std::move(recheck);
+}
+
+bool Watcher::RunRecheck() {
+  Recheck recheck;
+  {
+    MutexLock lock(&mu_);
+    if (finish_requested_ || !recheck_) return false;
+    recheck = recheck_;
+  }
+  // Outside mu_: the check reads credentials and policy, never this watcher.
+  const absl::Status allowed = recheck();
+  if (allowed.ok()) return false;
+  Finish(
+      grpc::Status(static_cast<grpc::StatusCode>(allowed.code()), std::string(allowed.message())));
+  return true;
+}
+
 void Watcher::OnWriteDone(bool ok) {
   grpc::Status end_status;
   bool end_now = false;
@@ -909,6 +929,17 @@ void WatchHub::Close(const std::shared_ptr<Watcher>& watcher) {
   }
   auto it = per_peer_.find(watcher->peer());
   if (it != per_peer_.end() && --it->second <= 0) per_peer_.erase(it);
+}
+
+size_t WatchHub::RecheckAll() {
+  std::vector<std::shared_ptr<Watcher>> watchers;
+  {
+    MutexLock lock(&mu_);
+    for (const auto& shard : shards_) watchers.insert(watchers.end(), shard.begin(), shard.end());
+  }
+  size_t ended = 0;
+  for (const std::shared_ptr<Watcher>& w : watchers) ended += w->RunRecheck() ? 1 : 0;
+  return ended;
 }
 
 void WatchHub::Shutdown() {

@@ -165,6 +165,15 @@ class Watcher {
   // Sends whatever is due, if no write is in flight.
   void Pump();
 
+  // Access re-check (e.g. after a policy or credentials change): OK keeps the
+  // stream, anything else ends it with that status. Set before Start.
+  using Recheck = std::function<absl::Status()>;
+  void set_recheck(Recheck recheck);
+  // Runs the re-check, if set and the stream is not ending; ends the stream
+  // when it fails (true then). Called from any thread, never under the
+  // hub's lock.
+  bool RunRecheck();
+
   // True once Finish was requested.
   bool finishing() const;
   const std::string& peer() const { return peer_; }
@@ -223,6 +232,7 @@ class Watcher {
   grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
   absl::Time last_send_ ABSL_GUARDED_BY(mu_);
   grpc::ByteBuffer in_flight_ ABSL_GUARDED_BY(mu_);  // the message being written
+  Recheck recheck_ ABSL_GUARDED_BY(mu_);
 };
 
 class WatchHub : public CommitListener {
@@ -250,6 +260,10 @@ class WatchHub : public CommitListener {
   absl::StatusOr<std::shared_ptr<Watcher>> Open(std::string peer, WatchSink* sink);
   // Unregisters a watcher whose stream is done and releases its slot.
   void Close(const std::shared_ptr<Watcher>& watcher);
+
+  // Re-checks every open stream's access (Watcher::RunRecheck) and ends those
+  // that lost it. Returns the number of streams ended. Any thread.
+  size_t RecheckAll();
 
   // Ends every stream with UNAVAILABLE, refuses new ones and stops the
   // dispatcher. Idempotent.

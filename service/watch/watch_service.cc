@@ -83,6 +83,15 @@ class WatchCall final : private WatchSink {
     auto* next = new WatchCall(service_, cq_);
     if (!next->Request()) delete next;
 
+    if (service_->admission_) {
+      absl::StatusOr<std::shared_ptr<void>> admitted = service_->admission_(&context_);
+      if (!admitted.ok()) {
+        End(grpc::Status(static_cast<grpc::StatusCode>(admitted.status().code()),
+                         std::string(admitted.status().message())));
+        return;
+      }
+      admission_ = *std::move(admitted);
+    }
     absl::StatusOr<std::shared_ptr<Watcher>> watcher = service_->hub_->Open(context_.peer(), this);
     if (!watcher.ok()) {
       // Nothing was started: this is the stream's only Finish.
@@ -129,6 +138,9 @@ class WatchCall final : private WatchSink {
         watcher_->Finish(InvalidArgument(std::string(spec.status().message())));
         return;
       }
+      if (service_->recheck_factory_) {
+        watcher_->set_recheck(service_->recheck_factory_(context_, *spec));
+      }
       if (service_->access_) {
         if (absl::Status allowed = service_->access_(context_, *spec); !allowed.ok()) {
           watcher_->Finish(grpc::Status(static_cast<grpc::StatusCode>(allowed.code()),
@@ -166,11 +178,15 @@ class WatchCall final : private WatchSink {
     stream_.Write(copy, &write_tag_);
   }
   void End(const grpc::Status& status) override {
-    {
-      MutexLock lock(&mu_);
-      ended_ = true;
-      finish_pending_ = true;
-    }
+    // Finish stores the status in the call's operations, which the queue's
+    // thread destroys with the call. End may run on another thread (a
+    // shutdown, or access revoked): starting the operation under mu_, which
+    // the queue's thread takes before deleting, orders the two for
+    // ThreadSanitizer. It cannot deadlock: an asynchronous Finish only queues
+    // the operation; its completion comes through the queue.
+    MutexLock lock(&mu_);
+    ended_ = true;
+    finish_pending_ = true;
     stream_.Finish(status, &finish_tag_);
   }
 
@@ -194,6 +210,7 @@ class WatchCall final : private WatchSink {
   Tag finish_tag_{this, Kind::kFinish};
   Tag done_tag_{this, Kind::kDone};
   std::shared_ptr<Watcher> watcher_;  // null when the stream was refused
+  std::shared_ptr<void> admission_;   // released when the call is deleted
   grpc::ByteBuffer request_;          // read in flight; reads are sequential
   bool created_ = false;              // touched only on the queue's thread
 

@@ -57,6 +57,18 @@ class WatchServiceImpl final
   using AccessCheck =
       std::function<absl::Status(const grpc::ServerContextBase& context, const WatchSpec& spec)>;
 
+  // Admits a new stream before the hub does (per-identity rate and stream
+  // limits). A refusal ends the stream with its status; it may add trailing
+  // metadata to `context` first. The returned handle (may be null) is kept
+  // until the call is gone, wherever the stream ends.
+  using Admission =
+      std::function<absl::StatusOr<std::shared_ptr<void>>(grpc::ServerContextBase* context)>;
+  // Makes a stream's access re-check (Watcher::set_recheck) from its caller
+  // and spec; installed before the access check, so a policy change racing
+  // the check is not missed.
+  using RecheckFactory = std::function<Watcher::Recheck(const grpc::ServerContextBase& context,
+                                                        const WatchSpec& spec)>;
+
   // `hub` must outlive the service; `validate` checks names and `access`
   // decides access (either may be empty). The number of completion queues
   // comes from the hub's options.
@@ -64,6 +76,10 @@ class WatchServiceImpl final
   ~WatchServiceImpl() override;
   WatchServiceImpl(const WatchServiceImpl&) = delete;
   WatchServiceImpl& operator=(const WatchServiceImpl&) = delete;
+
+  // Before Start; either may be empty.
+  void set_admission(Admission admission) { admission_ = std::move(admission); }
+  void set_recheck_factory(RecheckFactory factory) { recheck_factory_ = std::move(factory); }
 
   // Before BuildAndStart: registers the service and adds its queues.
   void AddTo(grpc::ServerBuilder* builder);
@@ -83,6 +99,8 @@ class WatchServiceImpl final
   WatchHub* const hub_;
   const WatchNameValidator validate_;
   const AccessCheck access_;
+  Admission admission_;
+  RecheckFactory recheck_factory_;
   std::vector<std::unique_ptr<grpc::ServerCompletionQueue>> cqs_;
   std::vector<std::thread> threads_;
   // Held while requesting a stream and while shutting the queues down: a

@@ -20,6 +20,7 @@
 #include "service/security/tokens.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
 
 namespace snapconf {
 namespace {
@@ -27,65 +28,22 @@ namespace {
 using ::snapconf::client::AdminClient;
 using ::snapconf::client::AdminClientOptions;
 using ::snapconf::client::ChannelSecurity;
-using ::snapconf::testing::CommandResult;
 using ::snapconf::testing::IsOk;
-using ::snapconf::testing::RunCommand;
+using ::snapconf::testing::ReadTextFile;
 using ::snapconf::testing::ServerOptions;
 using ::snapconf::testing::ServerProcess;
 using ::snapconf::testing::StatusIs;
+using ::snapconf::testing::TestPki;
+using ::snapconf::testing::WriteTextFile;
 using ::testing::HasSubstr;
 
 constexpr char kNs[] = "payments/prod";
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+std::string ReadFile(const std::string& path) { return ReadTextFile(path); }
 
 void WriteFile(const std::string& path, const std::string& contents, mode_t mode = 0600) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << contents;
-  ::chmod(path.c_str(), mode);
+  WriteTextFile(path, contents, mode);
 }
-
-// A throwaway PKI in a temporary directory: two CAs whose certificates have
-// the same subject, a server certificate for 127.0.0.1, and client
-// certificates (valid, expired, and one signed by the other CA).
-class Pki {
- public:
-  Pki() : dir_(::testing::TempDir() + "/pkiXXXXXX") {
-    if (::mkdtemp(dir_.data()) == nullptr) ADD_FAILURE() << "mkdtemp";
-  }
-  ~Pki() { RunCommand({"/bin/rm", "-rf", dir_}); }
-
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-
-  // A self-signed CA named `name`, with subject CN=snapconf-test-ca.
-  void MakeCa(const std::string& name) {
-    Run({"req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", Path(name + ".key"), "-out", Path(name + ".pem"), "-days", "2", "-subj",
-         "/CN=snapconf-test-ca"});
-  }
-  // A key and a certificate `name` signed by `ca`, valid for `days` (negative: expired).
-  void MakeLeaf(const std::string& name, const std::string& ca, const std::string& subject,
-                int days = 2) {
-    Run({"req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
-         Path(name + ".key"), "-out", Path(name + ".csr"), "-subj", subject});
-    WriteFile(Path("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n", 0644);
-    Run({"x509", "-req", "-in", Path(name + ".csr"), "-CA", Path(ca + ".pem"), "-CAkey",
-         Path(ca + ".key"), "-CAcreateserial", "-out", Path(name + ".pem"), "-days",
-         std::to_string(days), "-extfile", Path("san.ext")});
-  }
-
- private:
-  void Run(std::vector<std::string> args) {
-    args.insert(args.begin(), "/usr/bin/openssl");
-    CommandResult r = RunCommand(args);
-    ASSERT_EQ(r.exit_code, 0) << r.stderr_text;
-  }
-  std::string dir_;
-};
 
 class SecurityTest : public ::testing::Test {
  protected:
@@ -154,7 +112,7 @@ bindings:
     return page.ok() && !page->records.empty() ? page->records.front().author : "";
   }
 
-  Pki pki_;
+  TestPki pki_;
 };
 
 TEST_F(SecurityTest, MutualTlsSubjectIsTheIdentityAndTheAuthor) {

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <random>
@@ -507,6 +508,52 @@ TEST_F(WatchHubTest, FinishIsCalledExactlyOnce) {
   EXPECT_EQ(s->sink.status().error_code(), grpc::StatusCode::CANCELLED);
   Put("app", "k", "v");  // nothing is sent after the end
   EXPECT_FALSE(s->sink.AwaitPending(absl::Milliseconds(30)));
+}
+
+// Access re-checks (a policy or token change) run on their own thread while
+// commits are fanned out: only the stream whose check fails ends, with the
+// check's status, and the other keeps every revision.
+TEST_F(WatchHubTest, ConcurrentRecheckEndsOnlyStreamsThatLostAccess) {
+  MakeHub();
+  std::atomic<bool> revoked{false};
+  auto open = [&](Watcher::Recheck recheck) {
+    auto stream = std::make_unique<Stream>();
+    stream->create = Create({{"app", {}}});
+    stream->watcher = *hub_->Open("ipv4:10.0.0.1:1", &stream->sink);
+    stream->sink.StartTrace(stream->create);
+    stream->watcher->set_recheck(std::move(recheck));
+    stream->watcher->Start(*ParseWatchCreate(stream->create, nullptr));
+    streams_.push_back(std::move(stream));
+    return streams_.back().get();
+  };
+  Stream* lost = open(
+      [&] { return revoked.load() ? absl::PermissionDeniedError("revoked") : absl::OkStatus(); });
+  Stream* kept = open([] { return absl::OkStatus(); });
+  std::atomic<bool> stop{false};
+  std::thread rechecker([&] {
+    while (!stop.load()) {
+      hub_->RecheckAll();
+      std::this_thread::yield();
+    }
+  });
+  for (int i = 0; i < 200; ++i) {
+    Put("app", "k", absl::StrCat(i));
+    if (i == 100) revoked = true;
+    for (Stream* s : {lost, kept}) {
+      while (s->sink.Ack(s->watcher.get())) {
+      }
+    }
+  }
+  stop = true;
+  rechecker.join();
+  hub_->RecheckAll();  // in case the thread did not run after the revocation
+  while (lost->sink.Ack(lost->watcher.get())) {
+  }
+  EXPECT_TRUE(lost->sink.ended());
+  EXPECT_EQ(lost->sink.status().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(Await(kept, head()));
+  EXPECT_FALSE(kept->sink.ended());
+  EXPECT_TRUE(Check(kept).findings.empty());
 }
 
 TEST_F(WatchHubTest, PreloadFromHistoryLetsWatchersResumeAfterRestart) {
