@@ -18,6 +18,7 @@
 #include "service/config_service.h"
 #include "service/log.h"
 #include "service/page_token.h"
+#include "service/security/audit_interceptor.h"
 #include "service/store/etcd/etcd_store.h"
 #include "service/store/sqlite/sqlite_store.h"
 #include "service/validate.h"
@@ -68,6 +69,22 @@ absl::Status PrepareDataDir(const std::filesystem::path& dir) {
   return absl::OkStatus();
 }
 
+// Calls to audited methods that the credentials gate refused.
+RefusedCallSink RecordRefusedCalls(AuditLog* log) {
+  return [log](absl::string_view method, const grpc::Status& status) {
+    if (!IsAuditedMethod(method)) return;
+    v1::AuditEvent event;
+    SetAuditTime(absl::Now(), &event);
+    event.set_identity("unauthenticated");
+    event.set_method(std::string(method));
+    event.set_outcome(StatusCodeName(static_cast<int>(status.error_code())));
+    event.set_detail(AuditText(status.error_message()));
+    if (absl::Status s = log->Append(event); !s.ok()) {
+      LogLine(absl::StrCat("audit event not recorded: ", s.message()));
+    }
+  };
+}
+
 }  // namespace
 
 void LogStopRequested(absl::string_view signal) {
@@ -79,9 +96,13 @@ Server::Server(ServerOptions options) : options_(std::move(options)) {}
 Server::~Server() { Shutdown(); }
 
 absl::Status Server::Start() {
+  // The audit log before the listener: the credentials gate records into it.
+  RETURN_IF_ERROR(OpenAuditLog());
   // Transport security first: a refused exposure or a bad certificate fails
   // the start before anything is opened.
-  ASSIGN_OR_RETURN(ServerSecurity security, MakeServerSecurity(options_.listen, options_.security));
+  ASSIGN_OR_RETURN(
+      ServerSecurity security,
+      MakeServerSecurity(options_.listen, options_.security, RecordRefusedCalls(audit_log_.get())));
   if (!security.warning.empty()) LogLine(security.warning);
   tokens_ = security.tokens;
   identities_ = security.identities;
@@ -168,6 +189,12 @@ absl::Status Server::Start() {
                                                       identities_.get(), authz_.get());
   builder.RegisterService(config_service_.get());
   builder.RegisterService(admin_service_.get());
+  // Audit: every write and policy change, refused or not.
+  admin_service_->set_audit_log(audit_log_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeAuditInterceptorFactory(
+      audit_log_.get(), identities_.get(), [engine] { return engine->publisher().revision(); }));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   // --- watch fan-out (service/watch) ---
   const Limits limits = options_.limits;
   watch_service_ = std::make_unique<WatchServiceImpl>(
@@ -215,6 +242,16 @@ absl::Status Server::Start() {
   LogLine(absl::StrCat("serving address=", address_,
                        " store=", std::string(engine_->store().kind()), location,
                        " revision=", engine_->publisher().revision()));
+  return absl::OkStatus();
+}
+
+absl::Status Server::OpenAuditLog() {
+  std::filesystem::path path = options_.audit_log.empty()
+                                   ? std::filesystem::path(options_.data_dir) / "audit.log"
+                                   : std::filesystem::path(options_.audit_log);
+  if (path.has_parent_path()) RETURN_IF_ERROR(PrepareDataDir(path.parent_path()));
+  ASSIGN_OR_RETURN(audit_log_, AuditLog::Open({.path = path.string(),
+                                               .max_bytes = options_.audit_log_max_bytes}));
   return absl::OkStatus();
 }
 

@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "service/engine.h"
 #include "service/limits.h"
+#include "service/security/audit.h"
 #include "service/security/policy.h"
 #include "service/security/transport.h"
 #include "service/store/store.h"
@@ -58,6 +59,9 @@ struct ServerOptions {
   TransportSecurityOptions security;
   // Roles and bindings (service/security/policy.h), re-read when changed.
   std::string policy_file;
+  // Audit log (service/security/audit.h): empty means <data_dir>/audit.log.
+  std::string audit_log;
+  int64_t audit_log_max_bytes = 64 << 20;
 };
 
 class Server {
@@ -82,8 +86,12 @@ class Server {
   const std::string& address() const { return address_; }
 
  private:
+  absl::Status OpenAuditLog();
+
   ServerOptions options_;
   std::string address_;
+  // First, so that it outlives everything that records into it.
+  std::unique_ptr<AuditLog> audit_log_;
   // --- watch fan-out (service/watch) ---
   // Declared before the engine: the engine's store calls the hub until the
   // engine is destroyed, so the hub must outlive it.

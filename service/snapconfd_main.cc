@@ -83,6 +83,11 @@ ABSL_FLAG(std::string, tokens_file, "",
 ABSL_FLAG(std::string, policy_file, "",
           "Roles and bindings (YAML) that authorize authenticated callers; re-read when it "
           "changes. Without it, authenticated callers are granted nothing.");
+ABSL_FLAG(std::string, audit_log, "",
+          "Audit log of writes, refusals and policy changes, one JSON object per line "
+          "(default: <data-dir>/audit.log).");
+ABSL_FLAG(int64_t, audit_log_max_bytes, 64 << 20,
+          "Rotate the audit log to <audit-log>.1 past this size (0: never).");
 ABSL_FLAG(bool, allow_insecure_non_loopback, false,
           "Serve a non-loopback --listen address without TLS and authentication. Anyone who can "
           "reach it can read and change every setting.");
@@ -155,6 +160,8 @@ int main(int argc, char** argv) {
   options.security.tokens_file = absl::GetFlag(FLAGS_tokens_file);
   options.security.allow_insecure_non_loopback = absl::GetFlag(FLAGS_allow_insecure_non_loopback);
   options.policy_file = absl::GetFlag(FLAGS_policy_file);
+  options.audit_log = absl::GetFlag(FLAGS_audit_log);
+  options.audit_log_max_bytes = absl::GetFlag(FLAGS_audit_log_max_bytes);
 
   snapconf::Server server(options);
   if (absl::Status s = server.Start(); !s.ok()) {
