@@ -17,6 +17,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 
@@ -232,6 +233,83 @@ absl::StatusOr<int64_t> ScanBackwards(const ReadFile& f, int64_t end, const Audi
 
 }  // namespace
 
+namespace {
+
+// A JSON string: quotes, backslashes and control characters escaped, bytes
+// that are not UTF-8 replaced by U+FFFD, so every line parses.
+void AppendJsonString(absl::string_view text, std::string* out) {
+  out->push_back('"');
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      if (c == '"' || c == '\\') {
+        out->push_back('\\');
+        out->push_back(static_cast<char>(c));
+      } else if (c < 0x20 || c == 0x7F) {
+        absl::StrAppend(out, absl::StrFormat("\\u%04x", c));
+      } else {
+        out->push_back(static_cast<char>(c));
+      }
+      ++i;
+      continue;
+    }
+    const size_t len = (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 0;
+    bool ok = len > 0 && c >= 0xC2 && i + len <= text.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      ok = (static_cast<unsigned char>(text[i + k]) & 0xC0) == 0x80;
+    }
+    if (ok) {
+      out->append(text.data() + i, len);
+      i += len;
+    } else {
+      out->append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  out->push_back('"');
+}
+
+void AppendJsonStrings(const google::protobuf::RepeatedPtrField<std::string>& items,
+                       std::string* out) {
+  out->push_back('[');
+  for (int i = 0; i < items.size(); ++i) {
+    if (i > 0) out->push_back(',');
+    AppendJsonString(items[i], out);
+  }
+  out->push_back(']');
+}
+
+}  // namespace
+
+std::string AuditLine(const v1::AuditEvent& event) {
+  // Written by hand for speed (it runs on every write); protobuf's JSON
+  // parser reads it back (field names as in the .proto, which it accepts).
+  std::string out;
+  out.reserve(256);
+  const absl::Time t =
+      absl::FromUnixSeconds(event.time().seconds()) + absl::Nanoseconds(event.time().nanos());
+  absl::StrAppend(&out, "{\"time\":\"",
+                  absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", t, absl::UTCTimeZone()),
+                  "\",\"identity\":");
+  AppendJsonString(event.identity(), &out);
+  out.append(",\"method\":");
+  AppendJsonString(event.method(), &out);
+  out.append(",\"namespaces\":");
+  AppendJsonStrings(event.namespaces(), &out);
+  out.append(",\"keys\":");
+  AppendJsonStrings(event.keys(), &out);
+  absl::StrAppend(&out, ",\"old_revision\":", event.old_revision(),
+                  ",\"new_revision\":", event.new_revision(), ",\"outcome\":");
+  AppendJsonString(event.outcome(), &out);
+  if (!event.detail().empty()) {
+    out.append(",\"detail\":");
+    AppendJsonString(event.detail(), &out);
+  }
+  out.append("}\n");
+  return out;
+}
+
 const char* StatusCodeName(int code) {
   static const char* const kNames[] = {"OK",
                                        "CANCELLED",
@@ -302,11 +380,7 @@ AuditLog::~AuditLog() {
 }
 
 absl::Status AuditLog::Append(const v1::AuditEvent& event) {
-  std::string line;
-  if (!google::protobuf::util::MessageToJsonString(event, &line).ok()) {
-    return absl::InternalError("cannot encode an audit event");
-  }
-  line.push_back('\n');
+  const std::string line = AuditLine(event);
   MutexLock lock(&mu_);
   if (options_.max_bytes > 0 && size_ > 0 &&
       size_ + static_cast<int64_t>(line.size()) > options_.max_bytes) {

@@ -6,7 +6,7 @@
 //
 //   {"time":"2026-11-26T16:20:01.123456Z","identity":"ci/deployer",
 //    "method":"/snapconf.v1.ConfigService/Put","namespaces":["payments/prod"],
-//    "keys":["payments/prod/db.pool.max"],"oldRevision":"41","newRevision":"42",
+//    "keys":["payments/prod/db.pool.max"],"old_revision":41,"new_revision":42,
 //    "outcome":"OK"}
 //
 // Durability: Append() hands the whole line to the kernel with one write(2)
@@ -102,6 +102,9 @@ class AuditLog {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread flusher_;
 };
+
+// The line Append writes for `event` (ending in '\n').
+std::string AuditLine(const v1::AuditEvent& event);
 
 // The canonical name of a gRPC status code ("OK", "PERMISSION_DENIED", ...).
 const char* StatusCodeName(int code);

@@ -272,5 +272,25 @@ TEST_F(AuditLogTest, ConcurrentAppendersNeverInterleaveLines) {
   EXPECT_GT(seen.size(), 100u);
 }
 
+TEST_F(AuditLogTest, AnyTextStaysOneParseableLine) {
+  auto log = OpenLog();
+  ASSERT_NE(log, nullptr);
+  v1::AuditEvent e = Event(1);
+  e.set_identity(std::string("quote\" backslash\\ newline\n tab\t ctl\x01 bad\xff ok\xc3\xa9"));
+  e.set_detail("line one\nline two");
+  ASSERT_TRUE(log->Append(e).ok());
+  ASSERT_TRUE(log->Append(Event(2)).ok());
+  const std::string text = ReadText(path_);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
+  absl::StatusOr<v1::ListAuditEventsResponse> page = log->List({});
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->events_size(), 2);
+  EXPECT_EQ(page->events(1).identity(),
+            "quote\" backslash\\ newline\n tab\t ctl\x01 bad\xef\xbf\xbd ok\xc3\xa9");
+  EXPECT_EQ(page->events(1).detail(), "line one\nline two");
+  EXPECT_EQ(page->events(1).time().seconds(), 1800000001);
+  EXPECT_EQ(page->events(1).new_revision(), 2);
+}
+
 }  // namespace
 }  // namespace snapconf
