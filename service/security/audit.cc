@@ -349,8 +349,10 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(AuditLogOptions options
   auto file = std::make_shared<File>(fd);
   struct stat st {};
   if (::fstat(fd, &st) != 0) return ErrnoError("cannot stat audit log", path);
+  // A pipe or a device (e.g. /dev/null) is written to but never rotated.
+  if (!S_ISREG(st.st_mode)) log->rotate_ = false;
   int64_t size = static_cast<int64_t>(st.st_size);
-  if (size > 0) {
+  if (log->rotate_ && size > 0) {
     // A line torn by a power loss is ended here, so the next one starts clean.
     char last = '\n';
     if (::pread(fd, &last, 1, size - 1) != 1) return ErrnoError("cannot read audit log", path);
@@ -382,7 +384,7 @@ AuditLog::~AuditLog() {
 absl::Status AuditLog::Append(const v1::AuditEvent& event) {
   const std::string line = AuditLine(event);
   MutexLock lock(&mu_);
-  if (options_.max_bytes > 0 && size_ > 0 &&
+  if (rotate_ && options_.max_bytes > 0 && size_ > 0 &&
       size_ + static_cast<int64_t>(line.size()) > options_.max_bytes) {
     RETURN_IF_ERROR(RotateLocked());
   }

@@ -20,7 +20,8 @@
 //
 // Rotation: when a line would take the file past `max_bytes`, the file is
 // synced and renamed to "<path>.1" (replacing the previous one) and a new
-// file is started. List() reads both, newest first.
+// file is started. List() reads both, newest first. A path that is not a
+// regular file (a pipe, /dev/null) is appended to and never rotated.
 //
 // One process per file: two servers appending to one path would rotate it
 // under each other.
@@ -94,6 +95,7 @@ class AuditLog {
   void FlushLoop() ABSL_LOCKS_EXCLUDED(mu_);
 
   const AuditLogOptions options_;
+  bool rotate_ = true;  // false for a path that is not a regular file
   Mutex mu_;
   CondVar wake_;
   std::shared_ptr<File> file_ ABSL_GUARDED_BY(mu_);
