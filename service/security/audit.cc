@@ -450,7 +450,10 @@ absl::StatusOr<v1::ListAuditEventsResponse> AuditLog::List(const AuditQuery& que
   std::vector<ReadFile> files;
   for (const std::string& path : {options_.path, options_.path + ".1"}) {
     ASSIGN_OR_RETURN(std::optional<ReadFile> f, OpenForRead(path));
-    if (f.has_value()) files.push_back(*std::move(f));
+    // A rotation between the two opens shows one file under both names.
+    if (f.has_value() && (files.empty() || files.front().inode != f->inode)) {
+      files.push_back(*std::move(f));
+    }
   }
   size_t index = 0;
   int64_t end = -1;  // -1: from the end of the file
