@@ -215,10 +215,10 @@ absl::StatusOr<int64_t> ScanBackwards(const ReadFile& f, int64_t end, const Audi
       absl::string_view line(data.data() + start, line_end - start);
       if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
       v1::AuditEvent event;
-      // Torn or foreign lines are not events: skipped.
+      // Torn lines, and JSON that is not an event (no method), are skipped.
       if (!line.empty() &&
           google::protobuf::util::JsonStringToMessage(std::string(line), &event, parse).ok() &&
-          Matches(event, q)) {
+          !event.method().empty() && Matches(event, q)) {
         *out->add_events() = std::move(event);
         if (static_cast<size_t>(out->events_size()) >= want) {
           return pos + static_cast<int64_t>(start);

@@ -229,6 +229,13 @@ TEST_F(AuditLogTest, ATornLastLineIsSkippedAndLaterLinesStartClean) {
     ASSERT_TRUE(log->Append(Event(4)).ok());
     EXPECT_EQ(ReadAll(*log, 2), (std::vector<int64_t>{4, 3, 2, 1}));
   }
+  // Lines that are JSON but not events are not listed either.
+  std::ofstream(path_, std::ios::binary | std::ios::app) << "{}\n[1]\n{\"other\":true}\n";
+  {
+    auto log = OpenLog();
+    ASSERT_NE(log, nullptr);
+    EXPECT_EQ(ReadAll(*log, 2), (std::vector<int64_t>{4, 3, 2, 1}));
+  }
   // A torn line with nothing after it (the server has not restarted yet).
   std::ofstream(path_, std::ios::binary | std::ios::app) << R"({"identity":"x","old)";
   auto log = OpenLog();
