@@ -83,6 +83,34 @@ std::vector<Change> FromProto(const google::protobuf::RepeatedPtrField<v1::Chang
   return out;
 }
 
+AccessPolicy PolicyFromProto(const v1::Policy& p) {
+  AccessPolicy out;
+  for (const v1::Role& r : p.roles()) {
+    PolicyRole role;
+    role.name = r.name();
+    role.namespaces.assign(r.namespace_patterns().begin(), r.namespace_patterns().end());
+    switch (r.permission()) {
+      case v1::PERMISSION_READ:
+        role.permission = "read";
+        break;
+      case v1::PERMISSION_WRITE:
+        role.permission = "write";
+        break;
+      case v1::PERMISSION_ADMIN:
+        role.permission = "admin";
+        break;
+      default:
+        break;
+    }
+    out.roles.push_back(std::move(role));
+  }
+  for (const v1::RoleBinding& b : p.bindings()) {
+    out.bindings.push_back({b.identity(), {b.roles().begin(), b.roles().end()}});
+  }
+  out.version = p.version();
+  return out;
+}
+
 absl::Time FromProto(const google::protobuf::Timestamp& t) {
   return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
 }
@@ -367,6 +395,69 @@ class GrpcAdminConnection final : public AdminConnection {
     return out;
   }
 
+  absl::StatusOr<AccessPolicy> GetPolicy() override {
+    v1::GetPolicyRequest req;
+    v1::GetPolicyResponse resp;
+    RETURN_IF_ERROR(Invoke(kRead, [&](Endpoint& ep, grpc::ClientContext* ctx) {
+      return ep.admin->GetPolicy(ctx, req, &resp);
+    }));
+    return PolicyFromProto(resp.policy());
+  }
+
+  absl::StatusOr<AccessPolicy> UpdatePolicy(const AccessPolicy& policy, bool force) override {
+    v1::UpdatePolicyRequest req;
+    v1::Policy* p = req.mutable_policy();
+    for (const PolicyRole& role : policy.roles) {
+      v1::Role* r = p->add_roles();
+      r->set_name(role.name);
+      for (const std::string& pattern : role.namespaces) r->add_namespace_patterns(pattern);
+      r->set_permission(role.permission == "read"    ? v1::PERMISSION_READ
+                        : role.permission == "write" ? v1::PERMISSION_WRITE
+                        : role.permission == "admin" ? v1::PERMISSION_ADMIN
+                                                     : v1::PERMISSION_UNSPECIFIED);
+    }
+    for (const PolicyBinding& binding : policy.bindings) {
+      v1::RoleBinding* b = p->add_bindings();
+      b->set_identity(binding.identity);
+      for (const std::string& role : binding.roles) b->add_roles(role);
+    }
+    p->set_version(policy.version);
+    req.set_force(force);
+    v1::UpdatePolicyResponse resp;
+    RETURN_IF_ERROR(Invoke(kWrite, [&](Endpoint& ep, grpc::ClientContext* ctx) {
+      return ep.admin->UpdatePolicy(ctx, req, &resp);
+    }));
+    return PolicyFromProto(resp.policy());
+  }
+
+  absl::StatusOr<AuditPage> ListAuditEvents(const AuditOptions& options) override {
+    v1::ListAuditEventsRequest req;
+    req.set_page_size(options.page_size);
+    req.set_page_token(options.page_token);
+    req.set_identity(options.identity);
+    req.set_namespace_(options.ns);
+    v1::ListAuditEventsResponse resp;
+    RETURN_IF_ERROR(Invoke(kRead, [&](Endpoint& ep, grpc::ClientContext* ctx) {
+      return ep.admin->ListAuditEvents(ctx, req, &resp);
+    }));
+    AuditPage out;
+    for (const v1::AuditEvent& e : resp.events()) {
+      AuditEvent event;
+      event.time = FromProto(e.time());
+      event.identity = e.identity();
+      event.method = e.method();
+      event.namespaces.assign(e.namespaces().begin(), e.namespaces().end());
+      event.keys.assign(e.keys().begin(), e.keys().end());
+      event.old_revision = e.old_revision();
+      event.new_revision = e.new_revision();
+      event.outcome = e.outcome();
+      event.detail = e.detail();
+      out.events.push_back(std::move(event));
+    }
+    out.next_page_token = resp.next_page_token();
+    return out;
+  }
+
   absl::Status Watch(const WatchSpec& spec, absl::Duration max_duration,
                      const std::function<bool(const WatchEvent&)>& on_event) override {
     v1::WatchRequest create;
@@ -596,6 +687,19 @@ absl::StatusOr<std::shared_ptr<AdminConnection>> MakeAdminConnection(
   }
   return std::shared_ptr<AdminConnection>(std::make_shared<GrpcAdminConnection>(
       std::move(endpoints), options.call_timeout, sec.bearer_token));
+}
+
+absl::StatusOr<AccessPolicy> AdminConnection::GetPolicy() {
+  return absl::UnimplementedError("this connection does not read policies");
+}
+
+absl::StatusOr<AccessPolicy> AdminConnection::UpdatePolicy(const AccessPolicy& /*policy*/,
+                                                           bool /*force*/) {
+  return absl::UnimplementedError("this connection does not change policies");
+}
+
+absl::StatusOr<AuditPage> AdminConnection::ListAuditEvents(const AuditOptions& /*options*/) {
+  return absl::UnimplementedError("this connection does not read the audit log");
 }
 
 absl::StatusOr<AdminClient> AdminClient::Create(const AdminClientOptions& options) {

@@ -179,6 +179,49 @@ struct ServerStatus {
   std::string unavailable_reason;
 };
 
+// The access policy (see admin_service.proto and docs/security.md).
+struct PolicyRole {
+  std::string name;
+  std::vector<std::string> namespaces;  // patterns: exact, "team/*" or "*"
+  std::string permission;               // "read", "write" or "admin"
+};
+
+struct PolicyBinding {
+  std::string identity;
+  std::vector<std::string> roles;
+};
+
+struct AccessPolicy {
+  std::vector<PolicyRole> roles;
+  std::vector<PolicyBinding> bindings;
+  std::int64_t version = 0;  // the version in force (read) or the one it replaces (update)
+};
+
+// One audited action (see AuditEvent in admin_service.proto).
+struct AuditEvent {
+  absl::Time time;
+  std::string identity;
+  std::string method;
+  std::vector<std::string> namespaces;
+  std::vector<std::string> keys;  // "namespace/key"
+  std::int64_t old_revision = 0;
+  std::int64_t new_revision = 0;
+  std::string outcome;  // status code name, e.g. "OK", "PERMISSION_DENIED"
+  std::string detail;   // the refusal's message
+};
+
+struct AuditPage {
+  std::vector<AuditEvent> events;  // newest first
+  std::string next_page_token;     // empty when there is no older page
+};
+
+struct AuditOptions {
+  std::int32_t page_size = 0;  // 0: the server's default (100); at most 1000
+  std::string page_token;
+  std::string identity;  // only this identity's events, when set
+  std::string ns;        // only events involving this namespace, when set
+};
+
 // What a watch covers and where it starts (see watch_service.proto).
 struct WatchFilter {
   std::string ns;
@@ -334,6 +377,13 @@ class AdminConnection {
   // or the stream ends (its status; UNAVAILABLE when the server went away).
   virtual absl::Status Watch(const WatchSpec& spec, absl::Duration max_duration,
                              const std::function<bool(const WatchEvent&)>& on_event) = 0;
+  // Policy and audit (admins only). Not pure, so that existing fakes need
+  // not implement them: the defaults answer UNIMPLEMENTED.
+  virtual absl::StatusOr<AccessPolicy> GetPolicy();
+  // `policy.version` must be the version in force (ABORTED otherwise);
+  // `force` allows a policy that no longer makes the caller an admin.
+  virtual absl::StatusOr<AccessPolicy> UpdatePolicy(const AccessPolicy& policy, bool force);
+  virtual absl::StatusOr<AuditPage> ListAuditEvents(const AuditOptions& options);
 };
 
 // The gRPC connection. INVALID_ARGUMENT for unusable options (no endpoint,
@@ -405,6 +455,14 @@ class AdminClient {
   absl::Status Watch(const WatchSpec& spec, absl::Duration max_duration,
                      const std::function<bool(const WatchEvent&)>& on_event) {
     return connection_->Watch(spec, max_duration, on_event);
+  }
+
+  absl::StatusOr<AccessPolicy> GetPolicy() { return connection_->GetPolicy(); }
+  absl::StatusOr<AccessPolicy> UpdatePolicy(const AccessPolicy& policy, bool force = false) {
+    return connection_->UpdatePolicy(policy, force);
+  }
+  absl::StatusOr<AuditPage> ListAuditEvents(const AuditOptions& options = {}) {
+    return connection_->ListAuditEvents(options);
   }
 
  private:

@@ -29,6 +29,7 @@
 #include "client/cli/exit_codes.h"
 #include "client/cli/export_doc.h"
 #include "client/cli/format.h"
+#include "client/cli/policy_doc.h"
 #include "client/cli/txn_file.h"
 #include "common/status_macros.h"
 #include "service/security/tokens.h"
@@ -60,6 +61,8 @@ Commands:
   import FILE           make a namespace equal to an exported document, as one revision
   watch NS...           follow changes, one line per change (see watch --help)
   status                describe the server
+  audit                 show the audit log: writes, refusals, policy changes (newest first)
+  policy get|set FILE   show or replace the access policy
   token new ID IDENTITY make a bearer token: the secret goes to a file, the hash to the server
 
 Global flags (anywhere on the line):
@@ -521,6 +524,60 @@ absl::Status RunTokenNew(Context& ctx, const ParsedArgs& args) {
   return absl::OkStatus();
 }
 
+absl::Status RunAudit(Context& ctx, const ParsedArgs& args) {
+  ASSIGN_OR_RETURN(const std::int64_t limit, IntFlag(args, "--limit", 20));
+  if (limit <= 0) return absl::InvalidArgumentError("--limit must be at least 1");
+  ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
+  client::AuditOptions options;
+  options.identity = args.Get("--identity").value_or("");
+  options.ns = args.Get("--namespace").value_or("");
+  client::AuditPage all;
+  // Pages of at most 1000 until the limit; bounded by the limit itself.
+  while (static_cast<std::int64_t>(all.events.size()) < limit) {
+    options.page_size = static_cast<std::int32_t>(
+        std::min<std::int64_t>(1000, limit - static_cast<std::int64_t>(all.events.size())));
+    ASSIGN_OR_RETURN(client::AuditPage page, client.ListAuditEvents(options));
+    for (client::AuditEvent& e : page.events) all.events.push_back(std::move(e));
+    all.next_page_token = page.next_page_token;
+    if (page.next_page_token.empty() || page.events.empty()) break;
+    options.page_token = page.next_page_token;
+  }
+  Print(FormatAudit(all, ctx.format));
+  return absl::OkStatus();
+}
+
+absl::Status RunPolicy(Context& ctx, const ParsedArgs& args) {
+  const std::string& sub = args.positionals[0];
+  if (sub == "get") {
+    if (args.positionals.size() != 1) {
+      return absl::InvalidArgumentError("policy get takes no arguments");
+    }
+    ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
+    ASSIGN_OR_RETURN(client::AccessPolicy policy, client.GetPolicy());
+    Print(FormatPolicy(policy, ctx.format));
+    return absl::OkStatus();
+  }
+  if (sub == "set") {
+    if (args.positionals.size() != 2) {
+      return absl::InvalidArgumentError("policy set needs one FILE (or - for stdin)");
+    }
+    const std::string& file = args.positionals[1];
+    ASSIGN_OR_RETURN(const std::string text, ReadInput(file));
+    ASSIGN_OR_RETURN(client::AccessPolicy policy,
+                     ParsePolicyDocument(text, file == "-" ? "stdin" : file));
+    ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
+    ASSIGN_OR_RETURN(client::AccessPolicy now, client.UpdatePolicy(policy, args.Has("--force")));
+    if (ctx.format == OutputFormat::kTable) {
+      Print(absl::StrCat("policy version ", now.version, " in force (", now.roles.size(),
+                         " roles, ", now.bindings.size(), " bindings)\n"));
+    } else {
+      Print(FormatPolicy(now, ctx.format));
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("policy: the subcommands are \"get\" and \"set FILE\"");
+}
+
 absl::Status RunStatus(Context& ctx, const ParsedArgs& args) {
   ASSIGN_OR_RETURN(AdminClient client, ctx.Client());
   ASSIGN_OR_RETURN(client::ServerStatus s, client.GetServerStatus());
@@ -800,6 +857,48 @@ Examples:
   snapconfctl --endpoints 10.0.0.2:7070 status -o json
 )",
        RunStatus},
+      {"audit",
+       0,
+       0,
+       {{"--limit", "", true}, {"--identity", "", true}, {"--namespace", "", true}},
+       R"(Usage: snapconfctl audit [--limit N] [--identity ID] [--namespace NS]
+
+Prints the audit log of the server that answers, newest first: every write
+(put, del, txn, rollback, import) and policy change, with who, when, the keys,
+the revisions before and after, and the outcome - refused attempts included
+(PERMISSION_DENIED, INVALID_ARGUMENT, ABORTED, UNAUTHENTICATED, ...). Each
+node keeps its own log: ask each node of a cluster. Needs admin on "*".
+
+Flags:
+  --limit N        at most N events (default 20)
+  --identity ID    only the events of this identity
+  --namespace NS   only the events that involve this namespace
+
+Examples:
+  snapconfctl audit
+  snapconfctl audit --identity ci/deployer --limit 200 -o json
+)",
+       RunAudit},
+      {"policy",
+       1,
+       2,
+       {{"--force", "", false}},
+       R"(Usage: snapconfctl policy get
+       snapconfctl policy set FILE [--force]
+
+get prints the access policy in force, in the shape of the server's policy
+file (YAML; JSON with -o json), with its version. set replaces the policy with
+FILE (YAML or JSON; - for stdin): the server checks it as it checks its policy
+file, refuses it with ABORTED when the version in FILE is no longer the version
+in force (someone changed the policy since you read it: get it again), writes
+its policy file and applies it at once. A policy that would take admin on "*"
+away from you is refused unless --force. Needs admin on "*".
+
+Examples:
+  snapconfctl policy get > policy.yaml
+  $EDITOR policy.yaml && snapconfctl policy set policy.yaml
+)",
+       RunPolicy},
       {"token",
        3,
        3,

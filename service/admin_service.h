@@ -1,9 +1,17 @@
 // service/admin_service.h
 //
-// snapconf.v1.AdminService: node status for operators. Every method needs
-// admin on every namespace. Policy and audit through the API are not served
-// yet (the policy is --policy-file): after the admin check they answer
-// UNIMPLEMENTED.
+// snapconf.v1.AdminService: node status, the access policy and the audit
+// log, for operators. Every method needs admin on every namespace ("*");
+// non-admins get PERMISSION_DENIED before anything else is looked at.
+//
+//   GetPolicy        the policy in force with its version. FAILED_PRECONDITION
+//                    without a --policy-file.
+//   UpdatePolicy     replaces the policy (Authorizer::Replace: checked like
+//                    the file, ABORTED on a stale version, the file rewritten
+//                    atomically, in force at once). A policy that would no
+//                    longer grant the caller admin on "*" needs `force`
+//                    (FAILED_PRECONDITION otherwise). Audited.
+//   ListAuditEvents  this node's audit log, newest first (AuditLog::List).
 //
 // Thread-safe.
 #pragma once
@@ -13,6 +21,7 @@
 
 #include "absl/time/time.h"
 #include "service/engine.h"
+#include "service/security/audit.h"
 #include "service/security/policy.h"
 #include "service/security/rate_limit.h"
 #include "service/security/transport.h"
@@ -25,14 +34,11 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   // `identities` and `authz` must outlive the service; every method needs
   // admin on "*".
   AdminServiceImpl(Engine* engine, std::string node_id, std::string version,
-                   const CallerIdentities* identities, const Authorizer* authz);
+                   const CallerIdentities* identities, Authorizer* authz);
 
   grpc::ServerUnaryReactor* GetServerStatus(grpc::CallbackServerContext* ctx,
                                             const v1::GetServerStatusRequest* request,
                                             v1::GetServerStatusResponse* response) override;
-  // Policy and audit through the API are not served yet; the policy lives in
-  // --policy-file. These answer PERMISSION_DENIED to non-admins first, so the
-  // method list reveals nothing to them, then UNIMPLEMENTED.
   grpc::ServerUnaryReactor* GetPolicy(grpc::CallbackServerContext* ctx,
                                       const v1::GetPolicyRequest* request,
                                       v1::GetPolicyResponse* response) override;
@@ -48,6 +54,8 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   // Per-identity request rate (may be null: no limit); must outlive the
   // service. Set before serving.
   void set_identity_limits(IdentityLimits* limits) { identity_limits_ = limits; }
+  // The log ListAuditEvents reads; without one it answers FAILED_PRECONDITION.
+  void set_audit_log(const AuditLog* log) { audit_log_ = log; }
 
  private:
   Engine* const engine_;
@@ -56,8 +64,9 @@ class AdminServiceImpl final : public v1::AdminService::CallbackService {
   const absl::Time start_time_;
   const std::atomic<int64_t>* open_watches_ = nullptr;
   const CallerIdentities* const identities_;
-  const Authorizer* const authz_;
+  Authorizer* const authz_;
   IdentityLimits* identity_limits_ = nullptr;
+  const AuditLog* audit_log_ = nullptr;
 };
 
 }  // namespace snapconf

@@ -19,6 +19,7 @@
 #include "service/config_service.h"
 #include "service/log.h"
 #include "service/page_token.h"
+#include "service/security/audit_interceptor.h"
 #include "service/store/etcd/etcd_store.h"
 #include "service/store/sqlite/sqlite_store.h"
 #include "service/validate.h"
@@ -69,6 +70,22 @@ absl::Status PrepareDataDir(const std::filesystem::path& dir) {
   return absl::OkStatus();
 }
 
+// Calls to audited methods that the credentials gate refused.
+RefusedCallSink RecordRefusedCalls(AuditLog* log) {
+  return [log](absl::string_view method, const grpc::Status& status) {
+    if (!IsAuditedMethod(method)) return;
+    v1::AuditEvent event;
+    SetAuditTime(absl::Now(), &event);
+    event.set_identity("unauthenticated");
+    event.set_method(std::string(method));
+    event.set_outcome(StatusCodeName(static_cast<int>(status.error_code())));
+    event.set_detail(AuditText(status.error_message()));
+    if (absl::Status s = log->Append(event); !s.ok()) {
+      LogEvent(LogLevel::kError, "audit_not_recorded", {{"method", method}, {"error", s.message()}});
+    }
+  };
+}
+
 }  // namespace
 
 void LogStopRequested(absl::string_view signal) {
@@ -88,9 +105,13 @@ const std::string& Server::metrics_address() const {
 }
 
 absl::Status Server::Start() {
+  // The audit log before the listener: the credentials gate records into it.
+  RETURN_IF_ERROR(OpenAuditLog());
   // Transport security first: a refused exposure or a bad certificate fails
   // the start before anything is opened.
-  ASSIGN_OR_RETURN(ServerSecurity security, MakeServerSecurity(options_.listen, options_.security));
+  ASSIGN_OR_RETURN(
+      ServerSecurity security,
+      MakeServerSecurity(options_.listen, options_.security, RecordRefusedCalls(audit_log_.get())));
   if (!security.warning.empty()) {
     LogEvent(LogLevel::kWarning, "insecure_listener",
              {{"address", options_.listen}, {"reason", security.warning}});
@@ -232,6 +253,11 @@ absl::Status Server::Start() {
   admin_service_->set_identity_limits(identity_limits_.get());
   builder.RegisterService(config_service_.get());
   builder.RegisterService(admin_service_.get());
+  // Audit: every write and policy change, refused or not.
+  admin_service_->set_audit_log(audit_log_.get());
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeAuditInterceptorFactory(
+      audit_log_.get(), identities_.get(), [engine] { return engine->publisher().revision(); }));
   // --- watch fan-out (service/watch) ---
   const Limits limits = options_.limits;
   watch_service_ = std::make_unique<WatchServiceImpl>(
@@ -315,7 +341,7 @@ absl::Status Server::Start() {
   // --- end watch fan-out ---
   // --- metrics (service/metrics) ---
   if (metrics_ != nullptr) {
-    builder.experimental().SetInterceptorCreators(metrics_->InterceptorCreators());
+    for (auto& creator : metrics_->InterceptorCreators()) interceptors.push_back(std::move(creator));
     AddStateMetrics();
     metrics_http_ = std::make_unique<MetricsHttpServer>(&metrics_->registry());
     if (absl::Status s = metrics_http_->Bind(options_.metrics_listen); !s.ok()) {
@@ -326,6 +352,8 @@ absl::Status Server::Start() {
     }
   }
   // --- end metrics ---
+  // One list: each call of SetInterceptorCreators replaces the previous one.
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (grpc_server_ == nullptr || port == 0) {
     metrics_http_.reset();   // metrics: bound, never started
@@ -350,6 +378,16 @@ absl::Status Server::Start() {
   serving.insert(serving.end(), location.begin(), location.end());
   serving.emplace_back("revision", engine_->publisher().revision());
   LogEvent(LogLevel::kInfo, "serving", serving);
+  return absl::OkStatus();
+}
+
+absl::Status Server::OpenAuditLog() {
+  std::filesystem::path path = options_.audit_log.empty()
+                                   ? std::filesystem::path(options_.data_dir) / "audit.log"
+                                   : std::filesystem::path(options_.audit_log);
+  if (path.has_parent_path()) RETURN_IF_ERROR(PrepareDataDir(path.parent_path()));
+  ASSIGN_OR_RETURN(audit_log_, AuditLog::Open({.path = path.string(),
+                                               .max_bytes = options_.audit_log_max_bytes}));
   return absl::OkStatus();
 }
 

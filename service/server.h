@@ -18,6 +18,7 @@
 #include "service/engine.h"
 #include "service/limits.h"
 #include "service/metrics/server_metrics.h"
+#include "service/security/audit.h"
 #include "service/security/policy.h"
 #include "service/security/rate_limit.h"
 #include "service/security/transport.h"
@@ -68,6 +69,9 @@ struct ServerOptions {
   // --- end metrics ---
   // Request rate and watch streams per identity (service/security/rate_limit.h).
   IdentityLimitOptions identity_limits;
+  // Audit log (service/security/audit.h): empty means <data_dir>/audit.log.
+  std::string audit_log;
+  int64_t audit_log_max_bytes = 64 << 20;
 };
 
 class Server {
@@ -110,6 +114,12 @@ class Server {
   std::unique_ptr<ServerMetrics> metrics_;           // null when metrics are off
   std::unique_ptr<MetricsHttpServer> metrics_http_;  // stopped first on shutdown
   // --- end metrics ---
+  absl::Status OpenAuditLog();
+
+  ServerOptions options_;
+  std::string address_;
+  // First, so that it outlives everything that records into it.
+  std::unique_ptr<AuditLog> audit_log_;
   // --- watch fan-out (service/watch) ---
   // Declared before the engine: the engine's store calls the hub until the
   // engine is destroyed, so the hub must outlive it.

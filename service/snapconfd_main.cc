@@ -85,6 +85,11 @@ ABSL_FLAG(std::string, tokens_file, "",
 ABSL_FLAG(std::string, policy_file, "",
           "Roles and bindings (YAML) that authorize authenticated callers; re-read when it "
           "changes. Without it, authenticated callers are granted nothing.");
+ABSL_FLAG(std::string, audit_log, "",
+          "Audit log of writes, refusals and policy changes, one JSON object per line "
+          "(default: <data-dir>/audit.log).");
+ABSL_FLAG(int64_t, audit_log_max_bytes, 64 << 20,
+          "Rotate the audit log to <audit-log>.1 past this size (0: never).");
 ABSL_FLAG(bool, allow_insecure_non_loopback, false,
           "Serve a non-loopback --listen address without TLS and authentication. Anyone who can "
           "reach it can read and change every setting.");
@@ -210,6 +215,8 @@ int main(int argc, char** argv) {
   options.identity_limits.max_tracked_identities =
       static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_rate_limit_tracked_identities)));
   options.identity_limits.max_watch_streams = absl::GetFlag(FLAGS_max_watch_streams_per_identity);
+  options.audit_log = absl::GetFlag(FLAGS_audit_log);
+  options.audit_log_max_bytes = absl::GetFlag(FLAGS_audit_log_max_bytes);
 
   snapconf::Server server(options);
   if (absl::Status s = server.Start(); !s.ok()) {

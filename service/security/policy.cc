@@ -1,8 +1,15 @@
 // service/security/policy.cc
 #include "service/security/policy.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -84,9 +91,17 @@ absl::StatusOr<Policy> Policy::Parse(absl::string_view text) {
   try {
     for (const auto& item : doc) {
       const std::string field = item.first.as<std::string>();
-      if (field != "roles" && field != "bindings") {
+      if (field != "roles" && field != "bindings" && field != "version") {
         return absl::InvalidArgumentError(absl::StrCat("unknown policy field \"", field, "\""));
       }
+    }
+    if (doc["version"]) {
+      int64_t version = -1;
+      if (!doc["version"].IsScalar() || !YAML::convert<int64_t>::decode(doc["version"], version) ||
+          version < 0) {
+        return absl::InvalidArgumentError("policy version must be a whole number, 0 or more");
+      }
+      policy.version_ = version;
     }
     for (const YAML::Node& r : doc["roles"]) {
       Role role;
@@ -129,6 +144,52 @@ absl::StatusOr<Policy> Policy::Parse(absl::string_view text) {
     return absl::InvalidArgumentError(absl::StrCat("policy: ", e.what()));
   }
   return policy;
+}
+
+std::vector<Policy::Binding> Policy::bindings() const {
+  std::vector<Binding> out;
+  out.reserve(bindings_.size());
+  for (const auto& [identity, indexes] : bindings_) {
+    Binding b{identity, {}};
+    for (size_t index : indexes) b.roles.push_back(roles_[index].name);
+    out.push_back(std::move(b));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const Binding& a, const Binding& b) { return a.identity < b.identity; });
+  return out;
+}
+
+std::string Policy::ToYaml(const std::vector<Role>& roles, const std::vector<Binding>& bindings,
+                           int64_t version) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  out << YAML::Key << "version" << YAML::Value << version;
+  out << YAML::Key << "roles" << YAML::Value << YAML::BeginSeq;
+  for (const Role& role : roles) {
+    out << YAML::BeginMap;
+    out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << role.name;
+    out << YAML::Key << "namespaces" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& p : role.patterns) out << YAML::DoubleQuoted << p;
+    out << YAML::EndSeq;
+    out << YAML::Key << "permission" << YAML::Value << YAML::DoubleQuoted
+        << std::string(role.permission == Permission::kNone ? "" : PermissionName(role.permission));
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::Key << "bindings" << YAML::Value << YAML::BeginSeq;
+  for (const Binding& b : bindings) {
+    out << YAML::BeginMap;
+    out << YAML::Key << "identity" << YAML::Value << YAML::DoubleQuoted << b.identity;
+    out << YAML::Key << "roles" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+    for (const std::string& r : b.roles) out << YAML::DoubleQuoted << r;
+    out << YAML::EndSeq;
+    out << YAML::EndMap;
+  }
+  out << YAML::EndSeq;
+  out << YAML::EndMap;
+  std::string text(out.c_str(), out.size());
+  text.push_back('\n');
+  return text;
 }
 
 Permission Policy::Granted(absl::string_view identity, absl::string_view ns) const {
@@ -174,6 +235,21 @@ Authorizer::~Authorizer() = default;
 absl::Status Authorizer::ReloadIfChanged() {
   if (options_.policy_file.empty()) return absl::OkStatus();
   MutexLock lock(&reload_mu_);
+  return ReloadLocked();
+}
+
+void Authorizer::PublishLocked(Policy policy) {
+  // Versions never go backwards, whatever the file says.
+  const Policy* before = current_.load(std::memory_order_relaxed);
+  const int64_t floor = before == nullptr ? 1 : before->version() + 1;
+  policy.set_version(std::max(policy.version(), floor));
+  policies_.push_back(std::make_unique<const Policy>(std::move(policy)));
+  current_.store(policies_.back().get(), std::memory_order_release);
+  // Counted after the store: whoever sees the new generation sees the policy.
+  generation_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+absl::Status Authorizer::ReloadLocked() {
   const std::string& path = options_.policy_file;
   ASSIGN_OR_RETURN(const FileStamp stamp, StampOf(path));
   if (stamp == loaded_ || stamp == refused_) return absl::OkStatus();
@@ -187,11 +263,79 @@ absl::Status Authorizer::ReloadIfChanged() {
     return absl::Status(policy.status().code(),
                         absl::StrCat(path, ": ", policy.status().message()));
   }
-  policies_.push_back(std::make_unique<const Policy>(*std::move(policy)));
-  current_.store(policies_.back().get(), std::memory_order_release);
-  generation_.fetch_add(1, std::memory_order_acq_rel);
+  PublishLocked(*std::move(policy));
   loaded_ = stamp;
   return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status WriteFileAtomically(const std::string& path, const std::string& text) {
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+  std::string tmp = absl::StrCat(path, ".tmp.XXXXXX");
+  const int fd = ::mkstemp(tmp.data());
+  if (fd < 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot write a policy file next to ", path, ": ", std::strerror(errno)));
+  }
+  size_t done = 0;
+  bool ok = ::fchmod(fd, 0600) == 0;
+  while (ok && done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  const int saved = errno;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = ok ? errno : saved;
+    ::unlink(tmp.c_str());
+    return absl::UnavailableError(
+        absl::StrCat("cannot write policy file ", path, ": ", std::strerror(err)));
+  }
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    (void)::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<const Policy*> Authorizer::Replace(
+    const std::vector<Policy::Role>& roles, const std::vector<Policy::Binding>& bindings,
+    int64_t expected_version, const std::function<absl::Status(const Policy&)>& accept) {
+  if (options_.policy_file.empty()) {
+    return absl::FailedPreconditionError(
+        "this server has no --policy-file: there is no policy to change (authorization is off "
+        "on a loopback-only server without authentication)");
+  }
+  MutexLock lock(&reload_mu_);
+  // A hand edit not yet picked up is taken into account first; a broken file
+  // is what this update replaces.
+  (void)ReloadLocked();
+  const Policy* in_force = current_.load(std::memory_order_relaxed);
+  const int64_t version = in_force == nullptr ? 0 : in_force->version();
+  // Parsing the document that will be written is the file loader's check.
+  const std::string text = Policy::ToYaml(roles, bindings, version + 1);
+  absl::StatusOr<Policy> policy = Policy::Parse(text);
+  if (!policy.ok()) return policy.status();
+  if (expected_version != version) {
+    return absl::AbortedError(absl::StrCat("the policy changed: version ", version,
+                                           " is in force, the update was based on version ",
+                                           expected_version, "; read it again"));
+  }
+  RETURN_IF_ERROR(accept(*policy));
+  RETURN_IF_ERROR(WriteFileAtomically(options_.policy_file, text));
+  ASSIGN_OR_RETURN(const FileStamp stamp, StampOf(options_.policy_file));
+  PublishLocked(*std::move(policy));
+  loaded_ = stamp;
+  refused_ = FileStamp{};
+  return current_.load(std::memory_order_relaxed);
 }
 
 absl::Status Authorizer::Check(absl::string_view identity, Permission needed,

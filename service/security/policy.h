@@ -17,6 +17,13 @@
 //
 // Everything not granted is denied. A pattern "*" matches every namespace.
 //
+// Versions: a policy in force has a version that increases with every change.
+// A file may say `version: N`; the Authorizer uses the larger of N and one
+// more than the version it had, so a hand edit that forgets to raise it still
+// gets a new version (while the server runs; after a restart the file's
+// number is taken as it is). Replace(), behind AdminService.UpdatePolicy,
+// writes the new version into the file.
+//
 // Thread safety: a Policy is immutable. Authorizer::Check may be called from
 // any thread concurrently with Reload; it takes no lock (each loaded policy
 // is published through an atomic pointer and kept until the Authorizer is
@@ -27,6 +34,8 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,8 +61,18 @@ class Policy {
     Permission permission = Permission::kNone;
   };
 
+  struct Binding {
+    std::string identity;
+    std::vector<std::string> roles;
+  };
+
   // Parses a policy document; errors name the role or binding at fault.
   static absl::StatusOr<Policy> Parse(absl::string_view text);
+
+  // A policy document that Parse reads back as this policy (the roles in
+  // their order, bindings by identity), with `version: <version>`.
+  static std::string ToYaml(const std::vector<Role>& roles, const std::vector<Binding>& bindings,
+                            int64_t version);
 
   // The highest permission `identity` holds on namespace `ns`.
   Permission Granted(absl::string_view identity, absl::string_view ns) const;
@@ -61,9 +80,15 @@ class Policy {
   Permission GrantedEverywhere(absl::string_view identity) const;
 
   const std::vector<Role>& roles() const { return roles_; }
+  // One per identity, sorted by identity; role names in the order given.
+  std::vector<Binding> bindings() const;
+  // As parsed (the file's `version:`, 0 when absent), then as put in force.
+  int64_t version() const { return version_; }
+  void set_version(int64_t version) { version_ = version; }
 
  private:
   std::vector<Role> roles_;
+  int64_t version_ = 0;
   // identity -> indexes into roles_
   absl::flat_hash_map<std::string, std::vector<size_t>> bindings_;
 };
@@ -104,9 +129,29 @@ class Authorizer {
   // Counts the policies published so far (every change, whatever its
   // source, must count): a change means open watches must be re-checked.
   uint64_t generation() const { return generation_.load(std::memory_order_acquire); }
+  const std::string& policy_file() const { return options_.policy_file; }
+  // The policy in force; null without a policy file. Valid for as long as
+  // the Authorizer lives.
+  const Policy* current() const { return current_.load(std::memory_order_acquire); }
+
+  // Puts a new policy in force: checks it exactly as a file is checked
+  // (INVALID_ARGUMENT, nothing changes), requires `expected_version` to be
+  // the version in force (ABORTED otherwise; a changed file is reloaded
+  // first, so a hand edit is never overwritten unseen), lets `accept` veto it
+  // (its error is returned), then writes the policy file atomically (a
+  // temporary file in the same directory, mode 0600, fsync, rename, fsync of
+  // the directory) and publishes it. Returns the policy now in force.
+  // FAILED_PRECONDITION without a policy file.
+  absl::StatusOr<const Policy*> Replace(const std::vector<Policy::Role>& roles,
+                                        const std::vector<Policy::Binding>& bindings,
+                                        int64_t expected_version,
+                                        const std::function<absl::Status(const Policy&)>& accept)
+      ABSL_LOCKS_EXCLUDED(reload_mu_);
 
  private:
   explicit Authorizer(Options options) : options_(std::move(options)) {}
+  absl::Status ReloadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reload_mu_);
+  void PublishLocked(Policy policy) ABSL_EXCLUSIVE_LOCKS_REQUIRED(reload_mu_);
 
   const Options options_;
   std::atomic<const Policy*> current_{nullptr};

@@ -91,15 +91,34 @@ std::string CertificateSubject(const grpc::AuthContext& context) {
 // runs. It only decides; CallerIdentities names the caller later.
 class CredentialsGate final : public grpc::AuthMetadataProcessor {
  public:
-  CredentialsGate(std::shared_ptr<TokenVerifier> tokens, bool require_identity)
-      : tokens_(std::move(tokens)), require_identity_(require_identity) {}
+  CredentialsGate(std::shared_ptr<TokenVerifier> tokens, bool require_identity,
+                  RefusedCallSink on_refused)
+      : tokens_(std::move(tokens)),
+        require_identity_(require_identity),
+        on_refused_(std::move(on_refused)) {}
 
   // Verification is a hash and a table lookup: cheap enough to run inline.
   bool IsBlocking() const override { return false; }
 
   grpc::Status Process(const InputMetadata& auth_metadata, grpc::AuthContext* context,
-                       OutputMetadata* /*consumed_auth_metadata*/,
-                       OutputMetadata* /*response_metadata*/) override {
+                       OutputMetadata* consumed_auth_metadata,
+                       OutputMetadata* response_metadata) override {
+    grpc::Status status = Decide(auth_metadata, *context);
+    (void)consumed_auth_metadata;
+    (void)response_metadata;
+    if (!status.ok() && on_refused_ != nullptr) {
+      // gRPC hands the processor the request's headers, ":path" among them.
+      auto path = auth_metadata.find(":path");
+      on_refused_(path == auth_metadata.end()
+                      ? absl::string_view()
+                      : absl::string_view(path->second.data(), path->second.size()),
+                  status);
+    }
+    return status;
+  }
+
+ private:
+  grpc::Status Decide(const InputMetadata& auth_metadata, const grpc::AuthContext& context) {
     auto it = auth_metadata.find("authorization");
     if (it != auth_metadata.end()) {
       absl::string_view value(it->second.data(), it->second.size());
@@ -115,16 +134,16 @@ class CredentialsGate final : public grpc::AuthMetadataProcessor {
       }
       return grpc::Status::OK;
     }
-    if (require_identity_ && CertificateSubject(*context).empty()) {
+    if (require_identity_ && CertificateSubject(context).empty()) {
       return {grpc::StatusCode::UNAUTHENTICATED,
               "credentials required: a bearer token or a client certificate"};
     }
     return grpc::Status::OK;
   }
 
- private:
   const std::shared_ptr<TokenVerifier> tokens_;
   const bool require_identity_;
+  const RefusedCallSink on_refused_;
 };
 
 }  // namespace
@@ -143,7 +162,8 @@ bool IsLoopbackListenAddress(absl::string_view listen) {
 }
 
 absl::StatusOr<ServerSecurity> MakeServerSecurity(absl::string_view listen,
-                                                  const TransportSecurityOptions& options) {
+                                                  const TransportSecurityOptions& options,
+                                                  RefusedCallSink on_refused) {
   ServerSecurity security;
   const bool tls = options.tls();
   if (tls && (options.tls_cert_file.empty() || options.tls_key_file.empty())) {
@@ -206,8 +226,8 @@ absl::StatusOr<ServerSecurity> MakeServerSecurity(absl::string_view listen,
                                         : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
   }
   security.credentials = grpc::experimental::TlsServerCredentials(tls_options);
-  security.credentials->SetAuthMetadataProcessor(
-      std::make_shared<CredentialsGate>(security.tokens, options.authenticates()));
+  security.credentials->SetAuthMetadataProcessor(std::make_shared<CredentialsGate>(
+      security.tokens, options.authenticates(), std::move(on_refused)));
   security.identities = std::make_shared<const CallerIdentities>(security.tokens);
   return security;
 }

@@ -27,6 +27,7 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_context.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -80,6 +81,12 @@ class CallerIdentities {
   const std::shared_ptr<TokenVerifier> tokens_;  // null: tokens are not accepted
 };
 
+// Told about each call the credentials gate refuses (UNAUTHENTICATED), with
+// the method the call named (its ":path", empty if unknown) and the message
+// the caller gets (which names a token id at most, never a secret). Called on
+// a gRPC thread; must not block.
+using RefusedCallSink = std::function<void(absl::string_view method, const grpc::Status& status)>;
+
 struct ServerSecurity {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   std::shared_ptr<TokenVerifier> tokens;  // null without a tokens file
@@ -87,6 +94,7 @@ struct ServerSecurity {
   std::string warning;
 };
 absl::StatusOr<ServerSecurity> MakeServerSecurity(absl::string_view listen,
-                                                  const TransportSecurityOptions& options);
+                                                  const TransportSecurityOptions& options,
+                                                  RefusedCallSink on_refused = nullptr);
 
 }  // namespace snapconf

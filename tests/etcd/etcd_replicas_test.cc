@@ -201,6 +201,37 @@ TEST_F(EtcdReplicasTest, ConfigServiceBehavesAsOnOneNode) {
   EXPECT_EQ(old_a.second, absl::StrCat("db.max=64@", r2, "/2\n"));
 }
 
+// Each replica keeps its own audit log of the calls it answered, read
+// through that replica's ListAuditEvents.
+TEST_F(EtcdReplicasTest, EachReplicaAuditsTheWritesItAnswered) {
+  auto replicas = StartReplicas(2);
+  ASSERT_EQ(replicas.size(), 2u);
+  Node a(replicas[0]->address()), b(replicas[1]->address());
+  ASSERT_OK_AND_ASSIGN(int64_t ra, Put(a, "app/prod", "via-a", "1"));
+  ASSERT_OK_AND_ASSIGN(int64_t rb, Put(b, "app/prod", "via-b", "1"));
+  EXPECT_FALSE(Put(b, "app/prod", "via-b", "2", /*expected_mod=*/ra).ok());
+  const auto audit = [](Node& node) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(In(absl::Seconds(10)));
+    v1::ListAuditEventsRequest req;
+    v1::ListAuditEventsResponse resp;
+    const grpc::Status s = node.admin->ListAuditEvents(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  };
+  const v1::ListAuditEventsResponse on_a = audit(a);
+  ASSERT_EQ(on_a.events_size(), 1);
+  EXPECT_EQ(on_a.events(0).keys(0), "app/prod/via-a");
+  EXPECT_EQ(on_a.events(0).new_revision(), ra);
+  EXPECT_EQ(on_a.events(0).outcome(), "OK");
+  const v1::ListAuditEventsResponse on_b = audit(b);
+  ASSERT_EQ(on_b.events_size(), 2);
+  EXPECT_EQ(on_b.events(0).outcome(), "ABORTED");
+  EXPECT_EQ(on_b.events(0).new_revision(), 0);
+  EXPECT_EQ(on_b.events(1).keys(0), "app/prod/via-b");
+  EXPECT_EQ(on_b.events(1).new_revision(), rb);
+}
+
 TEST_F(EtcdReplicasTest, ConcurrentCompareAndSetHasExactlyOneWinnerPerRace) {
   auto replicas = StartReplicas(3);
   ASSERT_EQ(replicas.size(), 3u);

@@ -1,7 +1,8 @@
 // Authorization against a real snapconfd over TLS: every method of the
 // snapconf.v1 API, found by walking the service descriptors (so a method added
 // later without a check fails here), called as each kind of caller; and
-// listings, history and transactions that try to reach outside a grant.
+// listings, history and transactions that try to reach outside a grant; the
+// audit log and policy changes through the API and snapconfctl.
 #include <gmock/gmock.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/dynamic_message.h>
@@ -11,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <fstream>
 #include <map>
@@ -255,6 +257,18 @@ TEST_F(AuthzTest, EveryMethodRefusesCallersWithoutCredentialsOrGrant) {
     const grpc::Status granted = Call("root", method);
     EXPECT_NE(granted.error_code(), grpc::StatusCode::PERMISSION_DENIED) << method;
     EXPECT_NE(granted.error_code(), grpc::StatusCode::UNAUTHENTICATED) << method;
+    // The administration methods are served to admins: the policy and the
+    // audit log are read, and an update based on version 0 (never in force)
+    // is stale.
+    static const std::map<std::string, grpc::StatusCode> kAdminAnswers = {
+        {"/snapconf.v1.AdminService/GetServerStatus", grpc::StatusCode::OK},
+        {"/snapconf.v1.AdminService/GetPolicy", grpc::StatusCode::OK},
+        {"/snapconf.v1.AdminService/UpdatePolicy", grpc::StatusCode::ABORTED},
+        {"/snapconf.v1.AdminService/ListAuditEvents", grpc::StatusCode::OK},
+    };
+    if (auto it = kAdminAnswers.find(method); it != kAdminAnswers.end()) {
+      EXPECT_EQ(granted.error_code(), it->second) << method << ": " << granted.error_message();
+    }
   }
 }
 
@@ -318,6 +332,344 @@ TEST_F(AuthzTest, ReadersCannotWriteNorReachOutsideTheirGrant) {
   ASSERT_TRUE(listed.ParseFromString(bytes));
   ASSERT_EQ(listed.namespaces_size(), 1);
   EXPECT_EQ(listed.namespaces(0).namespace_(), "payments/prod");
+}
+
+// ---- Audit log and policy administration through the API ----
+
+const char* CodeName(grpc::StatusCode code) {
+  static const char* const kNames[] = {"OK",
+                                       "CANCELLED",
+                                       "UNKNOWN",
+                                       "INVALID_ARGUMENT",
+                                       "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND",
+                                       "ALREADY_EXISTS",
+                                       "PERMISSION_DENIED",
+                                       "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION",
+                                       "ABORTED",
+                                       "OUT_OF_RANGE",
+                                       "UNIMPLEMENTED",
+                                       "INTERNAL",
+                                       "UNAVAILABLE",
+                                       "DATA_LOSS",
+                                       "UNAUTHENTICATED"};
+  return kNames[static_cast<int>(code)];
+}
+
+class AuditTest : public AuthzTest {
+ protected:
+  // Every event in the log, newest first (one page of up to 1000).
+  std::vector<v1::AuditEvent> AuditEvents(const std::string& filter = "") {
+    std::string bytes;
+    const grpc::Status s = Unary("root", "/snapconf.v1.AdminService/ListAuditEvents",
+                                 "page_size: 1000 " + filter, &bytes);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    v1::ListAuditEventsResponse page;
+    EXPECT_TRUE(page.ParseFromString(bytes));
+    EXPECT_TRUE(page.next_page_token().empty());
+    return {page.events().begin(), page.events().end()};
+  }
+
+  v1::Policy GetPolicy(const std::string& who = "root") {
+    std::string bytes;
+    const grpc::Status s = Unary(who, "/snapconf.v1.AdminService/GetPolicy", "", &bytes);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    v1::GetPolicyResponse response;
+    EXPECT_TRUE(response.ParseFromString(bytes));
+    return response.policy();
+  }
+
+  grpc::Status UpdatePolicy(const std::string& who, const v1::Policy& policy, bool force = false,
+                            v1::Policy* now = nullptr) {
+    v1::UpdatePolicyRequest request;
+    *request.mutable_policy() = policy;
+    request.set_force(force);
+    std::string text;
+    google::protobuf::TextFormat::PrintToString(request, &text);
+    std::string bytes;
+    grpc::Status s = Unary(who, "/snapconf.v1.AdminService/UpdatePolicy", text, &bytes);
+    if (s.ok() && now != nullptr) {
+      v1::UpdatePolicyResponse response;
+      EXPECT_TRUE(response.ParseFromString(bytes));
+      *now = response.policy();
+    }
+    return s;
+  }
+
+  std::string Ctl(const std::string& who, std::vector<std::string> args, int* exit_code) {
+    const std::string token_file = Path(who + ".token");
+    WriteFile(token_file, Token(who) + "\n");
+    std::vector<std::string> argv = {SNAPCONFCTL_PATH, "--endpoints",  server_->address(),
+                                     "--ca-file",      Path("ca.pem"), "--token-file",
+                                     token_file};
+    argv.insert(argv.end(), args.begin(), args.end());
+    CommandResult r = RunCommand(argv);
+    *exit_code = r.exit_code;
+    return r.stdout_text + r.stderr_text;
+  }
+};
+
+TEST_F(AuditTest, RecordsEveryWriteAndEveryRefusal) {
+  const size_t before = AuditEvents().size();
+  EXPECT_EQ(before, 2u);  // the fixture's two puts
+  struct Expected {
+    std::string identity;
+    std::string method;
+    std::vector<std::string> keys;
+    std::string outcome;
+    int64_t new_revision;
+  };
+  std::vector<Expected> expected;
+  const auto write = [&](const std::string& who, const std::string& identity,
+                         const std::string& method, const std::string& text,
+                         std::vector<std::string> keys) {
+    std::string bytes;
+    const grpc::Status s = Unary(who, "/snapconf.v1.ConfigService/" + method, text, &bytes);
+    int64_t revision = 0;
+    if (s.ok()) {
+      v1::PutResponse any;  // every write response has the header as field 1
+      EXPECT_TRUE(any.ParseFromString(bytes));
+      revision = any.header().revision();
+    }
+    expected.push_back({identity, "/snapconf.v1.ConfigService/" + method, std::move(keys),
+                        CodeName(s.error_code()), revision});
+    return s.error_code();
+  };
+  EXPECT_EQ(write("root", "ops/root", "Put", R"(namespace: "payments/prod" key: "a" value: "1")",
+                  {"payments/prod/a"}),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(write("alice", "team/alice", "Put", R"(namespace: "payments/prod" key: "a" value: "2")",
+                  {"payments/prod/a"}),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(write("root", "ops/root", "Put", R"(namespace: "payments/prod" key: "" value: "2")",
+                  {"payments/prod/"}),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  const grpc::StatusCode stale =
+      write("root", "ops/root", "Put",
+            R"(namespace: "payments/prod" key: "a" value: "3" expected_mod_revision: 1)",
+            {"payments/prod/a"});
+  EXPECT_TRUE(stale == grpc::StatusCode::ABORTED || stale == grpc::StatusCode::FAILED_PRECONDITION)
+      << CodeName(stale);
+  EXPECT_EQ(write("root", "ops/root", "Delete", R"(namespace: "payments/prod" key: "missing")",
+                  {"payments/prod/missing"}),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(write("root", "ops/root", "Txn",
+                  R"(operations { put { namespace: "payments/prod" key: "b" value: "1" } }
+                     operations { delete { namespace: "payments/prod" key: "a" } })",
+                  {"payments/prod/b", "payments/prod/a"}),
+            grpc::StatusCode::OK);
+  // Back to revision 2 (after the fixture's puts): b goes away.
+  EXPECT_EQ(write("root", "ops/root", "Rollback", R"(namespace: "payments/prod" to_revision: 2)",
+                  {"payments/prod/b"}),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(write("nobody", "team/nobody", "Rollback",
+                  R"(namespace: "payments/prod" to_revision: 1)", {}),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Refused by the credentials gate, before any handler: no identity.
+  EXPECT_EQ(write("", "unauthenticated", "Put", R"(namespace: "payments/prod" key: "a")", {}),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(
+      write("root-typo", "unauthenticated", "Delete", R"(namespace: "payments/prod" key: "a")", {}),
+      grpc::StatusCode::UNAUTHENTICATED);
+  // Reads are not audited.
+  EXPECT_TRUE(
+      Unary("root", "/snapconf.v1.ConfigService/Get", R"(namespace: "payments/prod" key: "k")")
+          .ok());
+
+  const std::vector<v1::AuditEvent> events = AuditEvents();
+  ASSERT_EQ(events.size(), before + expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const Expected& want = expected[expected.size() - 1 - i];  // newest first
+    const v1::AuditEvent& got = events[i];
+    SCOPED_TRACE(got.DebugString());
+    EXPECT_EQ(got.identity(), want.identity);
+    EXPECT_EQ(got.method(), want.method);
+    EXPECT_EQ(std::vector<std::string>(got.keys().begin(), got.keys().end()), want.keys);
+    EXPECT_EQ(got.outcome(), want.outcome);
+    EXPECT_EQ(got.new_revision(), want.new_revision);
+    if (want.outcome == "OK") {
+      EXPECT_GT(got.old_revision(), 0);
+      EXPECT_LT(got.old_revision(), got.new_revision());
+      EXPECT_TRUE(got.detail().empty());
+    } else {
+      EXPECT_FALSE(got.detail().empty());
+    }
+    if (!want.keys.empty()) {
+      ASSERT_EQ(got.namespaces_size(), 1);
+      EXPECT_EQ(got.namespaces(0), "payments/prod");
+    }
+    EXPECT_GT(got.time().seconds(), 1700000000);
+  }
+  // The same events are lines of the file in the data directory, and no
+  // secret is among them.
+  const std::string log = ReadFile(server_->data_dir() + "/audit.log");
+  EXPECT_EQ(static_cast<size_t>(std::count(log.begin(), log.end(), '\n')), events.size());
+  EXPECT_EQ(log.find(kSecret), std::string::npos);
+}
+
+TEST_F(AuditTest, ListingIsForAdminsPagedAndChecksItsToken) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_EQ(Unary("alice", "/snapconf.v1.ConfigService/Put",
+                    R"(namespace: "payments/prod" key: "x" value: "1")")
+                  .error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  EXPECT_EQ(Unary("alice", "/snapconf.v1.AdminService/ListAuditEvents", "").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  const std::vector<v1::AuditEvent> all = AuditEvents();
+  ASSERT_EQ(all.size(), 7u);
+  // Page by page, the same events in the same order.
+  std::vector<v1::AuditEvent> paged;
+  std::string token;
+  for (int pages = 0; pages < 20; ++pages) {
+    std::string bytes;
+    ASSERT_TRUE(Unary("root", "/snapconf.v1.AdminService/ListAuditEvents",
+                      absl::StrCat("page_size: 2 page_token: \"", token, "\""), &bytes)
+                    .ok());
+    v1::ListAuditEventsResponse page;
+    ASSERT_TRUE(page.ParseFromString(bytes));
+    EXPECT_LE(page.events_size(), 2);
+    paged.insert(paged.end(), page.events().begin(), page.events().end());
+    token = page.next_page_token();
+    if (token.empty()) break;
+  }
+  ASSERT_EQ(paged.size(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(paged[i].DebugString(), all[i].DebugString());
+  EXPECT_EQ(
+      Unary("root", "/snapconf.v1.AdminService/ListAuditEvents", R"(page_token: "not-a-token")")
+          .error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(
+      Unary("root", "/snapconf.v1.AdminService/ListAuditEvents", "page_size: -1").error_code(),
+      grpc::StatusCode::INVALID_ARGUMENT);
+  // Filters.
+  const std::vector<v1::AuditEvent> alices = AuditEvents(R"(identity: "team/alice")");
+  ASSERT_EQ(alices.size(), 5u);
+  for (const auto& e : alices) EXPECT_EQ(e.outcome(), "PERMISSION_DENIED");
+  EXPECT_EQ(AuditEvents(R"(namespace: "hr/salaries")").size(), 1u);
+}
+
+TEST_F(AuditTest, PolicyChangesThroughTheApiApplyAtOnceAndAreAudited) {
+  const std::string file_before = ReadFile(Path("policy.yaml"));
+  v1::Policy policy = GetPolicy();
+  const int64_t v = policy.version();
+  EXPECT_GE(v, 1);
+  EXPECT_EQ(policy.roles_size(), 2);
+  EXPECT_EQ(policy.bindings_size(), 3);
+  const std::string put = R"(namespace: "payments/prod" key: "by-alice" value: "1")";
+  EXPECT_EQ(Unary("alice", "/snapconf.v1.ConfigService/Put", put).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // Refused, and nothing changes: not an admin, invalid, stale, self-lockout.
+  EXPECT_EQ(UpdatePolicy("alice", policy).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  v1::Policy invalid = policy;
+  v1::Role* bad = invalid.add_roles();
+  bad->set_name("broken");
+  bad->add_namespace_patterns("pay*ments");
+  bad->set_permission(v1::PERMISSION_READ);
+  const grpc::Status invalid_status = UpdatePolicy("root", invalid);
+  EXPECT_EQ(invalid_status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(invalid_status.error_message(), ::testing::HasSubstr("role broken"));
+  v1::Policy lockout = policy;
+  lockout.clear_bindings();
+  const grpc::Status lockout_status = UpdatePolicy("root", lockout);
+  EXPECT_EQ(lockout_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(lockout_status.error_message(), ::testing::HasSubstr("force"));
+  EXPECT_EQ(GetPolicy().version(), v);
+  EXPECT_EQ(ReadFile(Path("policy.yaml")), file_before);
+
+  // Granted: alice may write payments/* at once.
+  v1::Policy grant = policy;
+  v1::Role* writer = grant.add_roles();
+  writer->set_name("payments-writer");
+  writer->add_namespace_patterns("payments/*");
+  writer->set_permission(v1::PERMISSION_WRITE);
+  for (v1::RoleBinding& b : *grant.mutable_bindings()) {
+    if (b.identity() == "team/alice") b.add_roles("payments-writer");
+  }
+  v1::Policy now;
+  ASSERT_TRUE(UpdatePolicy("root", grant, false, &now).ok());
+  EXPECT_EQ(now.version(), v + 1);
+  EXPECT_EQ(GetPolicy().version(), v + 1);
+  EXPECT_EQ(Unary("alice", "/snapconf.v1.ConfigService/Put", put).error_code(),
+            grpc::StatusCode::OK);
+  // The file holds the new policy (with its version), private to the server.
+  EXPECT_THAT(ReadFile(Path("policy.yaml")), ::testing::HasSubstr("payments-writer"));
+  struct stat st {};
+  ASSERT_EQ(::stat(Path("policy.yaml").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  // An update based on the old version is stale.
+  EXPECT_EQ(UpdatePolicy("root", grant).error_code(), grpc::StatusCode::ABORTED);
+
+  // Every attempt is in the audit log with its outcome and versions.
+  std::vector<v1::AuditEvent> updates;
+  for (const v1::AuditEvent& e : AuditEvents()) {
+    if (e.method() == "/snapconf.v1.AdminService/UpdatePolicy") updates.push_back(e);
+  }
+  ASSERT_EQ(updates.size(), 5u);
+  EXPECT_EQ(updates[0].outcome(), "ABORTED");
+  EXPECT_EQ(updates[1].outcome(), "OK");
+  EXPECT_EQ(updates[1].identity(), "ops/root");
+  EXPECT_EQ(updates[1].old_revision(), v);
+  EXPECT_EQ(updates[1].new_revision(), v + 1);
+  EXPECT_EQ(updates[2].outcome(), "FAILED_PRECONDITION");
+  EXPECT_EQ(updates[3].outcome(), "INVALID_ARGUMENT");
+  EXPECT_EQ(updates[4].outcome(), "PERMISSION_DENIED");
+  EXPECT_EQ(updates[4].identity(), "team/alice");
+
+  // With force, an admin may give up admin: the change applies at once.
+  lockout.set_version(v + 1);
+  ASSERT_TRUE(UpdatePolicy("root", lockout, /*force=*/true).ok());
+  EXPECT_EQ(Unary("root", "/snapconf.v1.AdminService/GetPolicy", "").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(AuditTest, SnapconfctlReadsAndSetsThePolicyAndReadsTheAuditLog) {
+  int code = -1;
+  const std::string got = Ctl("root", {"policy", "get"}, &code);
+  ASSERT_EQ(code, 0) << got;
+  EXPECT_THAT(got, ::testing::HasSubstr("ops/root"));
+  const size_t at = got.find("version: ");
+  ASSERT_NE(at, std::string::npos) << got;
+  const int64_t version = std::stoll(got.substr(at + 9));
+  // JSON too, with the same version.
+  const std::string json = Ctl("root", {"policy", "get", "-o", "json"}, &code);
+  ASSERT_EQ(code, 0) << json;
+  EXPECT_THAT(json, ::testing::HasSubstr(absl::StrCat("\"version\": ", version)));
+
+  // Make alice an admin with a file in the shape `policy get` prints.
+  WriteFile(Path("new-policy.yaml"), absl::StrCat("version: ", version, R"(
+roles:
+  - {name: operator, namespaces: ["*"], permission: admin}
+bindings:
+  - {identity: ops/root, roles: [operator]}
+  - {identity: team/alice, roles: [operator]}
+)"));
+  const std::string set = Ctl("root", {"policy", "set", Path("new-policy.yaml")}, &code);
+  ASSERT_EQ(code, 0) << set;
+  EXPECT_THAT(set, ::testing::HasSubstr(absl::StrCat("policy version ", version + 1)));
+  // The same file again is stale: exit code 4 (compare failed, nothing changed).
+  const std::string again = Ctl("root", {"policy", "set", Path("new-policy.yaml")}, &code);
+  EXPECT_EQ(code, 4) << again;
+  // A file without a version is refused before anything is sent.
+  WriteFile(Path("no-version.yaml"), "roles: []\nbindings: []\n");
+  const std::string unversioned = Ctl("root", {"policy", "set", Path("no-version.yaml")}, &code);
+  EXPECT_EQ(code, 2) << unversioned;
+
+  // alice is an admin now and reads the audit log.
+  const std::string audit = Ctl("alice", {"audit", "--limit", "3", "-o", "json"}, &code);
+  ASSERT_EQ(code, 0) << audit;
+  EXPECT_THAT(audit, ::testing::HasSubstr("/snapconf.v1.AdminService/UpdatePolicy"));
+  EXPECT_THAT(audit, ::testing::HasSubstr("\"ABORTED\""));
+  const std::string table = Ctl("alice", {"audit"}, &code);
+  ASSERT_EQ(code, 0) << table;
+  EXPECT_THAT(table, ::testing::HasSubstr("IDENTITY"));
+  EXPECT_THAT(table, ::testing::HasSubstr("UpdatePolicy"));
+  EXPECT_THAT(table, ::testing::HasSubstr("payments/prod/k"));
+  // Not an admin: exit code 6.
+  const std::string refused = Ctl("nobody", {"audit"}, &code);
+  EXPECT_EQ(code, 6) << refused;
 }
 
 }  // namespace
