@@ -70,9 +70,17 @@ absl::Status PrepareDataDir(const std::filesystem::path& dir) {
   return absl::OkStatus();
 }
 
-// Calls to audited methods that the credentials gate refused.
-RefusedCallSink RecordRefusedCalls(AuditLog* log) {
-  return [log](absl::string_view method, const grpc::Status& status) {
+// Calls the credentials gate refused: no handler or interceptor sees them, so
+// they are counted here (every method) and audited (audited methods).
+// `metrics` points at the server's member, set before the first call.
+RefusedCallSink RecordRefusedCalls(AuditLog* log, const std::unique_ptr<ServerMetrics>* metrics) {
+  return [log, metrics](absl::string_view method, const grpc::Status& status) {
+    if (*metrics != nullptr) {
+      const auto code = static_cast<size_t>(status.error_code());
+      MethodMetrics* series = (*metrics)->ForMethod(method);
+      series->by_code[code < kGrpcCodes ? code : static_cast<size_t>(grpc::StatusCode::UNKNOWN)]
+          ->Increment();
+    }
     if (!IsAuditedMethod(method)) return;
     v1::AuditEvent event;
     SetAuditTime(absl::Now(), &event);
@@ -81,7 +89,8 @@ RefusedCallSink RecordRefusedCalls(AuditLog* log) {
     event.set_outcome(StatusCodeName(static_cast<int>(status.error_code())));
     event.set_detail(AuditText(status.error_message()));
     if (absl::Status s = log->Append(event); !s.ok()) {
-      LogEvent(LogLevel::kError, "audit_not_recorded", {{"method", method}, {"error", s.message()}});
+      LogEvent(LogLevel::kError, "audit_not_recorded",
+               {{"method", method}, {"error", s.message()}});
     }
   };
 }
@@ -109,9 +118,9 @@ absl::Status Server::Start() {
   RETURN_IF_ERROR(OpenAuditLog());
   // Transport security first: a refused exposure or a bad certificate fails
   // the start before anything is opened.
-  ASSIGN_OR_RETURN(
-      ServerSecurity security,
-      MakeServerSecurity(options_.listen, options_.security, RecordRefusedCalls(audit_log_.get())));
+  ASSIGN_OR_RETURN(ServerSecurity security,
+                   MakeServerSecurity(options_.listen, options_.security,
+                                      RecordRefusedCalls(audit_log_.get(), &metrics_)));
   if (!security.warning.empty()) {
     LogEvent(LogLevel::kWarning, "insecure_listener",
              {{"address", options_.listen}, {"reason", security.warning}});
@@ -341,7 +350,8 @@ absl::Status Server::Start() {
   // --- end watch fan-out ---
   // --- metrics (service/metrics) ---
   if (metrics_ != nullptr) {
-    for (auto& creator : metrics_->InterceptorCreators()) interceptors.push_back(std::move(creator));
+    for (auto& creator : metrics_->InterceptorCreators())
+      interceptors.push_back(std::move(creator));
     AddStateMetrics();
     metrics_http_ = std::make_unique<MetricsHttpServer>(&metrics_->registry());
     if (absl::Status s = metrics_http_->Bind(options_.metrics_listen); !s.ok()) {

@@ -106,6 +106,7 @@ class Server {
  private:
   // Registers the gauges read from the engine and the hub (metrics on only).
   void AddStateMetrics();
+  absl::Status OpenAuditLog();
 
   ServerOptions options_;
   std::string address_;
@@ -114,11 +115,7 @@ class Server {
   std::unique_ptr<ServerMetrics> metrics_;           // null when metrics are off
   std::unique_ptr<MetricsHttpServer> metrics_http_;  // stopped first on shutdown
   // --- end metrics ---
-  absl::Status OpenAuditLog();
-
-  ServerOptions options_;
-  std::string address_;
-  // First, so that it outlives everything that records into it.
+  // Early, so that it outlives everything that records into it.
   std::unique_ptr<AuditLog> audit_log_;
   // --- watch fan-out (service/watch) ---
   // Declared before the engine: the engine's store calls the hub until the

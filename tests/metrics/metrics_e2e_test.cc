@@ -15,12 +15,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "service/security/tokens.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
 #include "tests/metrics/prometheus_text.h"
 #include "tests/testing/health_probe.h"
 #include "tests/testing/server_process.h"
 #include "tests/testing/status_matchers.h"
+#include "tests/testing/test_pki.h"
 
 namespace snapconf {
 namespace {
@@ -220,6 +222,51 @@ TEST_F(MetricsE2eTest, WatchStreamsAreCountedOpenAndWhenTheyEnd) {
   PromText refused =
       ScrapeUntil([&](const PromText& m) { return Requests(m, kWatch, "INVALID_ARGUMENT") > 0; });
   EXPECT_EQ(Requests(refused, kWatch, "INVALID_ARGUMENT"), 1);
+}
+
+// Calls refused by the credentials check never reach a handler or an
+// interceptor; they are counted all the same.
+TEST(MetricsAuthTest, CallsRefusedBeforeAnyHandlerAreCounted) {
+  testing::TestPki pki;
+  pki.MakeCa("ca");
+  pki.MakeLeaf("server", "ca", "/CN=snapconfd");
+  testing::WriteTextFile(pki.Path("tokens"),
+                         absl::StrCat("t1 ops/reader ", HashSecret("s3cret-s3cret"), "\n"));
+  ASSERT_OK_AND_ASSIGN(
+      auto server,
+      ServerProcess::Start({.extra_flags = {"--metrics-listen=127.0.0.1:0",
+                                            "--tls-cert-file=" + pki.Path("server.pem"),
+                                            "--tls-key-file=" + pki.Path("server.key"),
+                                            "--tokens-file=" + pki.Path("tokens")}}));
+  const std::string address = MetricsAddress(*server);
+  ASSERT_FALSE(address.empty()) << server->ReadLog();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = testing::ReadTextFile(pki.Path("ca.pem"));
+  auto stub =
+      v1::ConfigService::NewStub(grpc::CreateChannel(server->address(), grpc::SslCredentials(ssl)));
+  for (const std::string token : {"", "t1.wrong-secret"}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!token.empty()) ctx.AddMetadata("authorization", "Bearer " + token);
+    v1::GetRequest req;
+    req.set_namespace_("payments");
+    req.set_key("k");
+    v1::GetResponse resp;
+    EXPECT_EQ(stub->Get(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  const std::vector<std::string> host_port = absl::StrSplit(address, ':');
+  ASSERT_EQ(host_port.size(), 2u);
+  int port = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(host_port[1], &port));
+  httplib::Client http("127.0.0.1", port);
+  http.set_read_timeout(5);
+  httplib::Result r = http.Get("/metrics");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  ASSERT_OK_AND_ASSIGN(PromText m, testing::ParsePrometheusText(r->body));
+  EXPECT_EQ(m.Value("snapconf_grpc_requests_total",
+                    {{"method", absl::StrCat(kConfig, "Get")}, {"code", "UNAUTHENTICATED"}})
+                .value_or(0),
+            2);
 }
 
 TEST(MetricsListenTest, NonLoopbackIsRefusedWithoutTheFlag) {
