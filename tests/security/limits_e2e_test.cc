@@ -28,6 +28,7 @@
 #include "client/admin_client.h"
 #include "client/config_client.h"
 #include "service/security/tokens.h"
+#include "snapconf/v1/admin_service.grpc.pb.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
 #include "snapconf/v1/watch_service.grpc.pb.h"
 #include "tests/testing/health_probe.h"
@@ -403,6 +404,48 @@ TEST_F(LimitsTest, RevokedGrantAndRemovedTokenEndWatchesWithinTheBound) {
   ASSERT_TRUE(Put("after-token").ok());
   EXPECT_TRUE(bob->WaitForText("after-token", absl::Seconds(10)));
   EXPECT_FALSE(bob->ended());
+}
+
+// A policy replaced through the API, not on disk, is followed the same way.
+TEST_F(LimitsTest, GrantRevokedThroughThePolicyApiEndsItsWatchWithinTheBound) {
+  ASSERT_NO_FATAL_FAILURE(Start({}));
+  ASSERT_TRUE(Put("v0").ok());
+  std::unique_ptr<WatchStream> alice = OpenWatch("alice");
+  std::unique_ptr<WatchStream> bob = OpenWatch("bob");
+  ASSERT_NE(alice, nullptr);
+  ASSERT_NE(bob, nullptr);
+
+  auto admin = v1::AdminService::NewStub(channel_);
+  v1::GetPolicyResponse current;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.AddMetadata("authorization", "Bearer " + Token("root"));
+    ASSERT_TRUE(admin->GetPolicy(&ctx, v1::GetPolicyRequest(), &current).ok());
+  }
+  v1::UpdatePolicyRequest update;
+  *update.mutable_policy() = current.policy();
+  update.mutable_policy()->clear_bindings();
+  for (const v1::RoleBinding& b : current.policy().bindings()) {
+    if (b.identity() != "team/alice") *update.mutable_policy()->add_bindings() = b;
+  }
+  ASSERT_LT(update.policy().bindings_size(), current.policy().bindings_size());
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ctx.AddMetadata("authorization", "Bearer " + Token("root"));
+    v1::UpdatePolicyResponse updated;
+    const grpc::Status s = admin->UpdatePolicy(&ctx, update, &updated);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  const absl::Time changed = absl::Now();
+  std::optional<grpc::Status> end = alice->WaitEnd(kRevocationBound + kMargin);
+  ASSERT_TRUE(end.has_value()) << "the watch outlived its grant";
+  EXPECT_EQ(end->error_code(), grpc::StatusCode::PERMISSION_DENIED) << end->error_message();
+  std::printf("revocation through the API ended the watch after %s\n",
+              absl::FormatDuration(absl::Now() - changed).c_str());
+  ASSERT_TRUE(Put("after-update").ok());
+  EXPECT_TRUE(bob->WaitForText("after-update", absl::Seconds(10)));
 }
 
 TEST_F(LimitsTest, ExpiredTokenEndsItsWatchWithinTheBound) {
