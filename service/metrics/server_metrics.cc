@@ -6,6 +6,7 @@
 
 #include <chrono>
 
+#include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -14,26 +15,6 @@
 
 namespace snapconf {
 namespace {
-
-constexpr std::array<const char*, kGrpcCodes> kCodeNames = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
 
 // One per call: counts the call under the status the server sends and times
 // it from when the call arrived to when its status went out. A streaming call
@@ -116,7 +97,8 @@ MethodMetrics* ServerMetrics::AddMethod(const std::string& name) {
         "snapconf_grpc_requests_total",
         "gRPC calls by method and the status the server answered (streams count when they end). "
         "Series appear once non-zero.",
-        {{"method", name}, {"code", kCodeNames[code]}}, /*omit_when_zero=*/true);
+        {{"method", name}, {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(code))}},
+        /*omit_when_zero=*/true);
   }
   m->latency = registry_.AddHistogram(
       "snapconf_grpc_request_duration_seconds",

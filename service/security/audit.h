@@ -109,7 +109,7 @@ class AuditLog {
 std::string AuditLine(const v1::AuditEvent& event);
 
 // The canonical name of a gRPC status code ("OK", "PERMISSION_DENIED", ...).
-const char* StatusCodeName(int code);
+std::string StatusCodeName(int code);
 
 // The current time as an AuditEvent timestamp.
 void SetAuditTime(absl::Time t, v1::AuditEvent* event);
