@@ -61,18 +61,29 @@ void AppendHexByte(std::string* out, const char* prefix, unsigned char b) {
   out->push_back(kHex[b & 0xF]);
 }
 
-void AppendJsonString(std::string* out, absl::string_view s) {
+// The two formats quote alike and differ only in how they spell a byte that
+// must not appear as is: JSON has \u00NN for control bytes and U+FFFD for
+// bytes that are not UTF-8; the text format keeps the byte as \xNN.
+struct Spelling {
+  const char* control_prefix;
+  const char* invalid_utf8;  // null: the byte as control_prefix + hex
+};
+
+void AppendQuoted(std::string* out, absl::string_view s, const Spelling& spelling) {
   out->push_back('"');
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x80) {
       const size_t n = Utf8SequenceLength(s, i);
-      if (n == 0) {
-        out->append("\\ufffd");
-        ++i;
-      } else {
+      if (n > 0) {
         out->append(s.data() + i, n);
         i += n;
+      } else if (spelling.invalid_utf8 != nullptr) {
+        out->append(spelling.invalid_utf8);
+        ++i;
+      } else {
+        AppendHexByte(out, spelling.control_prefix, c);
+        ++i;
       }
       continue;
     }
@@ -94,7 +105,7 @@ void AppendJsonString(std::string* out, absl::string_view s) {
         break;
       default:
         if (c < 0x20 || c == 0x7f) {
-          AppendHexByte(out, "\\u00", c);
+          AppendHexByte(out, spelling.control_prefix, c);
         } else {
           out->push_back(static_cast<char>(c));
         }
@@ -102,6 +113,10 @@ void AppendJsonString(std::string* out, absl::string_view s) {
     ++i;
   }
   out->push_back('"');
+}
+
+void AppendJsonString(std::string* out, absl::string_view s) {
+  AppendQuoted(out, s, {.control_prefix = "\\u00", .invalid_utf8 = "\\ufffd"});
 }
 
 // A text value: bare when it is plain, else quoted with \" \\ \n \r \t and
@@ -116,46 +131,7 @@ void AppendTextValue(std::string* out, absl::string_view s) {
     out->append(s.data(), s.size());
     return;
   }
-  out->push_back('"');
-  for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80) {
-      const size_t n = Utf8SequenceLength(s, i);
-      if (n == 0) {
-        AppendHexByte(out, "\\x", c);
-        ++i;
-      } else {
-        out->append(s.data() + i, n);
-        i += n;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"':
-        out->append("\\\"");
-        break;
-      case '\\':
-        out->append("\\\\");
-        break;
-      case '\n':
-        out->append("\\n");
-        break;
-      case '\r':
-        out->append("\\r");
-        break;
-      case '\t':
-        out->append("\\t");
-        break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          AppendHexByte(out, "\\x", c);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
-    }
-    ++i;
-  }
-  out->push_back('"');
+  AppendQuoted(out, s, {.control_prefix = "\\x", .invalid_utf8 = nullptr});
 }
 
 void WriteLine(const std::string& line) {
