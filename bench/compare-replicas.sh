@@ -118,8 +118,11 @@ start_etcd() {
     echo "$!" >"$tmp/etcd-m$i.pid"
     etcd_pids+="${etcd_pids:+,}$!"
   done
-  for _ in $(seq 100); do
-    ETCDCTL_API=3 etcdctl --endpoints="$etcd_endpoints" --command-timeout=2s endpoint health \
+  # At most 30 s, so that a cluster that never forms is reported with its
+  # logs well within a test runner's timeout.
+  local deadline=$((SECONDS + 30))
+  while ((SECONDS < deadline)); do
+    ETCDCTL_API=3 etcdctl --endpoints="$etcd_endpoints" --command-timeout=1s endpoint health \
       >/dev/null 2>&1 && return 0
     sleep 0.2
   done
