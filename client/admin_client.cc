@@ -689,19 +689,6 @@ absl::StatusOr<std::shared_ptr<AdminConnection>> MakeAdminConnection(
       std::move(endpoints), options.call_timeout, sec.bearer_token));
 }
 
-absl::StatusOr<AccessPolicy> AdminConnection::GetPolicy() {
-  return absl::UnimplementedError("this connection does not read policies");
-}
-
-absl::StatusOr<AccessPolicy> AdminConnection::UpdatePolicy(const AccessPolicy& /*policy*/,
-                                                           bool /*force*/) {
-  return absl::UnimplementedError("this connection does not change policies");
-}
-
-absl::StatusOr<AuditPage> AdminConnection::ListAuditEvents(const AuditOptions& /*options*/) {
-  return absl::UnimplementedError("this connection does not read the audit log");
-}
-
 absl::StatusOr<AdminClient> AdminClient::Create(const AdminClientOptions& options) {
   ASSIGN_OR_RETURN(std::shared_ptr<AdminConnection> connection, MakeAdminConnection(options));
   return AdminClient(std::move(connection));

@@ -377,13 +377,12 @@ class AdminConnection {
   // or the stream ends (its status; UNAVAILABLE when the server went away).
   virtual absl::Status Watch(const WatchSpec& spec, absl::Duration max_duration,
                              const std::function<bool(const WatchEvent&)>& on_event) = 0;
-  // Policy and audit (admins only). Not pure, so that existing fakes need
-  // not implement them: the defaults answer UNIMPLEMENTED.
-  virtual absl::StatusOr<AccessPolicy> GetPolicy();
+  // Policy and audit (admins only).
+  virtual absl::StatusOr<AccessPolicy> GetPolicy() = 0;
   // `policy.version` must be the version in force (ABORTED otherwise);
   // `force` allows a policy that no longer makes the caller an admin.
-  virtual absl::StatusOr<AccessPolicy> UpdatePolicy(const AccessPolicy& policy, bool force);
-  virtual absl::StatusOr<AuditPage> ListAuditEvents(const AuditOptions& options);
+  virtual absl::StatusOr<AccessPolicy> UpdatePolicy(const AccessPolicy& policy, bool force) = 0;
+  virtual absl::StatusOr<AuditPage> ListAuditEvents(const AuditOptions& options) = 0;
 };
 
 // The gRPC connection. INVALID_ARGUMENT for unusable options (no endpoint,

@@ -72,6 +72,13 @@ class FakeListConnection : public AdminConnection {
                      const std::function<bool(const WatchEvent&)>&) override {
     return absl::UnimplementedError("fake");
   }
+  absl::StatusOr<AccessPolicy> GetPolicy() override { return absl::UnimplementedError("fake"); }
+  absl::StatusOr<AccessPolicy> UpdatePolicy(const AccessPolicy&, bool) override {
+    return absl::UnimplementedError("fake");
+  }
+  absl::StatusOr<AuditPage> ListAuditEvents(const AuditOptions&) override {
+    return absl::UnimplementedError("fake");
+  }
 
  private:
   int keys_;
