@@ -60,10 +60,9 @@ ABSL_FLAG(int64_t, watch_max_streams_per_peer, 1000,
 ABSL_FLAG(int64_t, watch_log_revisions, 10000,
           "Revisions kept in the watch event log (watchers further behind are reset).");
 ABSL_FLAG(int64_t, watch_log_bytes, 64 << 20, "Bytes kept in the watch event log.");
-ABSL_FLAG(int, watch_dispatch_threads, 0,
-          "Threads that start watch writes after a commit (0: one per core).");
 ABSL_FLAG(int, watch_completion_queues, 8,
-          "gRPC completion queues (one thread each) that carry watch streams.");
+          "gRPC completion queues that carry watch streams; each has one thread, which also "
+          "starts the writes of its streams.");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30),
           "Ping idle client connections this often (reaps dead watchers).");
 ABSL_FLAG(absl::Duration, keepalive_timeout, absl::Seconds(10),
@@ -196,7 +195,6 @@ int main(int argc, char** argv) {
   options.watch.max_streams_per_peer = absl::GetFlag(FLAGS_watch_max_streams_per_peer);
   options.watch.log_max_revisions = std::max<int64_t>(1, absl::GetFlag(FLAGS_watch_log_revisions));
   options.watch.log_max_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_watch_log_bytes));
-  options.watch.dispatch_threads = absl::GetFlag(FLAGS_watch_dispatch_threads);
   options.watch.completion_queues = absl::GetFlag(FLAGS_watch_completion_queues);
   options.keepalive_time = absl::GetFlag(FLAGS_keepalive_time);
   options.keepalive_timeout = absl::GetFlag(FLAGS_keepalive_timeout);

@@ -1,6 +1,7 @@
 // watch_fanout_bench: the watch fan-out measured from a separate client
 // process against a real snapconfd child process (tests/testing/
-// server_process.h), with the callback client API (no thread per stream).
+// server_process.h), with the asynchronous client API on a few completion
+// queues (no thread per stream).
 //
 // Scenarios (--scenario):
 //   fanout     N streams; per round one Put, timed until the last stream has
@@ -70,10 +71,12 @@ ABSL_FLAG(int, stall_value_bytes, 0,
 ABSL_FLAG(int, log_revisions, 1000,
           "stall: the server's --watch_log_revisions; that many revisions are written before "
           "sampling starts, so the log is already at its bound.");
+ABSL_FLAG(int, client_queues, 16,
+          "Completion queues (one thread each) the client's streams are spread over.");
 ABSL_FLAG(bool, bdp_probe, true,
           "Client channels probe bandwidth-delay with pings (gRPC's default).");
 ABSL_FLAG(std::string, server_flags, "",
-          "Extra snapconfd flags, separated by spaces (e.g. \"--watch_dispatch_threads=1\").");
+          "Extra snapconfd flags, separated by spaces (e.g. \"--watch_completion_queues=16\").");
 
 namespace snapconf {
 namespace {
@@ -106,19 +109,29 @@ struct Tally {
   }
 };
 
-class WatchStream : public grpc::ClientBidiReactor<v1::WatchRequest, v1::WatchResponse> {
+// One watch stream on the asynchronous client API. Its events arrive on one
+// of the client's completion queues (ClientQueues), one at a time; Stall,
+// Resume and Cancel come from the measuring thread. At most one read is
+// outstanding, and Finish is requested only after a read fails, so an idle
+// stream keeps a single operation in its queue.
+class WatchStream {
  public:
-  WatchStream(v1::WatchService::Stub* stub, Tally* tally, std::vector<std::string> prefixes)
+  enum class Op { kStart, kWrite, kRead, kFinish };
+  struct Tag {
+    WatchStream* stream;
+    Op op;
+  };
+
+  WatchStream(v1::WatchService::Stub* stub, grpc::CompletionQueue* cq, Tally* tally,
+              std::vector<std::string> prefixes)
       : tally_(tally) {
     v1::WatchCreateRequest* create = request_.mutable_create();
     v1::WatchFilter* filter = create->add_filters();
     filter->set_namespace_("bench");
     for (std::string& p : prefixes) filter->add_prefixes(std::move(p));
     create->set_mode(v1::DELIVERY_MODE_EVERY_REVISION);
-    stub->async()->Watch(&ctx_, this);
-    StartWrite(&request_);
-    StartRead(&response_);
-    StartCall();
+    call_ = stub->PrepareAsyncWatch(&ctx_, cq);
+    call_->StartCall(&start_tag_);
   }
 
   void Cancel() { ctx_.TryCancel(); }
@@ -129,12 +142,31 @@ class WatchStream : public grpc::ClientBidiReactor<v1::WatchRequest, v1::WatchRe
   // Reads again (the read stopped by Stall is started here).
   void Resume() {
     stall_.store(false);
-    if (parked_.exchange(false)) StartRead(&response_);
+    if (parked_.exchange(false)) call_->Read(&response_, &read_tag_);
   }
 
-  void OnWriteDone(bool) override {}
-  void OnReadDone(bool ok) override {
-    if (!ok) return;
+  // On the stream's queue thread.
+  void OnEvent(Op op, bool ok) {
+    switch (op) {
+      case Op::kStart:
+        if (!ok) return Finish();
+        call_->Write(request_, &write_tag_);
+        call_->Read(&response_, &read_tag_);
+        return;
+      case Op::kWrite:
+        return;
+      case Op::kRead:
+        if (!ok) return Finish();
+        return OnRead();
+      case Op::kFinish:
+        return OnDone();
+    }
+  }
+
+ private:
+  void Finish() { call_->Finish(&status_, &finish_tag_); }
+
+  void OnRead() {
     tally_->messages.fetch_add(1, std::memory_order_relaxed);
     int64_t revision = -1;
     if (response_.has_reset()) {
@@ -167,29 +199,68 @@ class WatchStream : public grpc::ClientBidiReactor<v1::WatchRequest, v1::WatchRe
       // Resume may have run between the two loads: then read on here.
       if (stall_.load() || !parked_.exchange(false)) return;
     }
-    StartRead(&response_);
+    call_->Read(&response_, &read_tag_);
   }
-  void OnDone(const grpc::Status& s) override {
-    if (s.error_code() != grpc::StatusCode::CANCELLED) {
+
+  void OnDone() {
+    if (status_.error_code() != grpc::StatusCode::CANCELLED) {
       if (tally_->failed.fetch_add(1) < 3) {
         std::fprintf(stderr, "stream ended at revision %lld: %d %s\n",
-                     static_cast<long long>(revision()), s.error_code(), s.error_message().c_str());
+                     static_cast<long long>(revision()), status_.error_code(),
+                     status_.error_message().c_str());
       }
     }
     tally_->ended.fetch_add(1);
     tally_->Notify();
   }
 
- private:
   Tally* tally_;
   grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::WatchRequest, v1::WatchResponse>> call_;
   v1::WatchRequest request_;
   v1::WatchResponse response_;
+  grpc::Status status_;
+  Tag start_tag_{this, Op::kStart};
+  Tag write_tag_{this, Op::kWrite};
+  Tag read_tag_{this, Op::kRead};
+  Tag finish_tag_{this, Op::kFinish};
   std::atomic<int64_t> revision_{0};
-  int64_t reached_ = 0;  // reads are sequential: only OnReadDone touches it
+  int64_t reached_ = 0;  // reads are sequential: only OnRead touches it
   bool initial_done_ = false;
   std::atomic<bool> stall_{false};
   std::atomic<bool> parked_{false};
+};
+
+// The client's completion queues, each drained by its own thread. Several
+// queues because gRPC's completion queue search is linear in its
+// outstanding operations (watch_service.h on the server side says more).
+class ClientQueues {
+ public:
+  explicit ClientQueues(int n) {
+    for (int i = 0; i < std::max(1, n); ++i) {
+      queues_.push_back(std::make_unique<grpc::CompletionQueue>());
+      threads_.emplace_back([cq = queues_.back().get()] {
+        void* tag = nullptr;
+        bool ok = false;
+        while (cq->Next(&tag, &ok)) {
+          auto* t = static_cast<WatchStream::Tag*>(tag);
+          t->stream->OnEvent(t->op, ok);
+        }
+      });
+    }
+  }
+  ~ClientQueues() {
+    for (auto& q : queues_) q->Shutdown();
+    for (auto& t : threads_) t.join();
+  }
+  ClientQueues(const ClientQueues&) = delete;
+  ClientQueues& operator=(const ClientQueues&) = delete;
+
+  grpc::CompletionQueue* get(size_t i) { return queues_[i % queues_.size()].get(); }
+
+ private:
+  std::vector<std::unique_ptr<grpc::CompletionQueue>> queues_;
+  std::vector<std::thread> threads_;
 };
 
 int64_t RssKiB(pid_t pid) {
@@ -286,7 +357,8 @@ class Bench {
     const int want = static_cast<int>(streams_.size()) + n;
     for (int i = 0; i < n; ++i) {
       const size_t c = streams_.size() % stubs_.size();
-      streams_.push_back(std::make_unique<WatchStream>(stubs_[c].get(), &tally_, prefixes));
+      streams_.push_back(std::make_unique<WatchStream>(
+          stubs_[c].get(), queues_.get(streams_.size()), &tally_, prefixes));
     }
     const bool ok = tally_.WaitFor(
         absl::Seconds(180), [&] { return tally_.ready.load() + tally_.failed.load() >= want; });
@@ -342,6 +414,10 @@ class Bench {
   std::string value_;
   Tally tally_;
   std::vector<std::unique_ptr<WatchStream>> streams_;
+  // Declared after the streams, so it is destroyed first: its threads drain
+  // the last events (the streams were cancelled in CloseAll) while every
+  // stream still exists.
+  ClientQueues queues_{absl::GetFlag(FLAGS_client_queues)};
 };
 
 // A writer thread that Puts at a steady rate for a while. A Put that falls

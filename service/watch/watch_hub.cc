@@ -690,13 +690,50 @@ WatchHub::WatchHub(WatchHubOptions options, SnapshotSource snapshot_at)
   size_t threads = options_.dispatch_threads > 0
                        ? static_cast<size_t>(options_.dispatch_threads)
                        : static_cast<size_t>(std::max(1u, std::thread::hardware_concurrency()));
-  {
-    MutexLock lock(&mu_);
-    shards_.resize(threads);
-  }
-  for (size_t i = 0; i < threads; ++i) {
+  MutexLock lock(&mu_);
+  shards_.resize(threads);
+}
+
+void WatchHub::StartDispatchersLocked() {
+  if (external_pumps_ || !dispatchers_.empty()) return;
+  for (size_t i = 0; i < shards_.size(); ++i) {
     dispatchers_.emplace_back([this, i] { DispatchLoop(i); });
   }
+}
+
+void WatchHub::SetExternalPumps(size_t shards, std::function<void(size_t shard)> wake) {
+  {
+    MutexLock lock(&mu_);
+    // Before the first Open: no dispatcher started, no watcher placed.
+    if (external_pumps_ || !dispatchers_.empty() || shards == 0) return;
+    external_pumps_ = true;
+    shards_.assign(shards, {});
+  }
+  MutexLock lock(&wake_mu_);
+  external_wake_ = std::move(wake);
+  external_shards_ = shards;
+}
+
+absl::Duration WatchHub::pump_tick() const {
+  // Often enough that an idle stream's progress is at most a quarter of the
+  // interval late.
+  return std::clamp(options_.progress_interval / 4, absl::Milliseconds(5), absl::Seconds(1));
+}
+
+void WatchHub::WakePumps() {
+  wake_.SignalAll();
+  MutexLock lock(&wake_mu_);
+  for (size_t i = 0; i < external_shards_; ++i) external_wake_(i);
+}
+
+std::vector<std::shared_ptr<Watcher>> WatchHub::ShardWatchers(size_t shard) const {
+  MutexLock lock(&mu_);
+  if (shard >= shards_.size()) return {};
+  return {shards_[shard].begin(), shards_[shard].end()};
+}
+
+void WatchHub::PumpShard(size_t shard) {
+  for (const std::shared_ptr<Watcher>& w : ShardWatchers(shard)) w->Pump();
 }
 
 WatchHub::~WatchHub() { Shutdown(); }
@@ -723,7 +760,7 @@ void WatchHub::OnCommitted(const SnapshotPtr& snapshot, const CommitRecord& reco
     AppendLocked(std::move(entry));
     ++commits_seen_;
   }
-  wake_.SignalAll();
+  WakePumps();
 }
 
 void WatchHub::OnReloaded(const SnapshotPtr& snapshot) {
@@ -739,7 +776,7 @@ void WatchHub::OnReloaded(const SnapshotPtr& snapshot) {
     head_ = snapshot;
     ++commits_seen_;
   }
-  wake_.SignalAll();
+  WakePumps();
 }
 
 void WatchHub::AppendLocked(std::shared_ptr<const LogRecord> record) {
@@ -885,7 +922,8 @@ std::vector<std::shared_ptr<const LogRecord>> WatchHub::Records(Revision from, R
   return out;
 }
 
-absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Open(std::string peer, WatchSink* sink) {
+absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Open(std::string peer, WatchSink* sink,
+                                                        size_t shard) {
   std::string host = PeerHost(peer);
   MutexLock lock(&mu_);
   if (shutting_down_) {
@@ -903,16 +941,20 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Open(std::string peer, WatchS
   }
   ++mine;
   open_streams_.fetch_add(1, std::memory_order_relaxed);
-  // A connection's streams share a dispatcher thread; a new connection goes
-  // to the thread with the fewest streams.
   Connection& connection = connections_[peer];
-  if (connection.streams++ == 0) {
+  if (external_pumps_) {
+    connection.shard = std::min(shard, shards_.size() - 1);
+    ++connection.streams;
+  } else if (connection.streams++ == 0) {
+    // A connection's streams share a dispatcher thread; a new connection goes
+    // to the thread with the fewest streams.
     size_t best = 0;
     for (size_t i = 1; i < shards_.size(); ++i) {
       if (shards_[i].size() < shards_[best].size()) best = i;
     }
     connection.shard = best;
   }
+  StartDispatchersLocked();
   auto watcher =
       std::make_shared<Watcher>(this, std::move(host), sink, connection.shard, std::move(peer));
   shards_[connection.shard].insert(watcher);
@@ -950,20 +992,31 @@ void WatchHub::Shutdown() {
     for (const auto& shard : shards_) watchers.insert(watchers.end(), shard.begin(), shard.end());
   }
   wake_.SignalAll();
+  {
+    // Waits out a wake in progress; none starts after this.
+    MutexLock lock(&wake_mu_);
+    external_shards_ = 0;
+  }
   for (const std::shared_ptr<Watcher>& w : watchers) {
     w->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                            "the server is shutting down; reconnect and resume"));
   }
-  for (std::thread& t : dispatchers_) {
-    if (t.joinable() && t.get_id() != std::this_thread::get_id()) t.join();
+  std::vector<std::thread> dispatchers;
+  {
+    MutexLock lock(&mu_);
+    dispatchers.swap(dispatchers_);
+  }
+  for (std::thread& t : dispatchers) {
+    if (t.get_id() == std::this_thread::get_id()) {
+      t.detach();  // a dispatcher shutting the hub down ends by itself
+    } else {
+      t.join();
+    }
   }
 }
 
 void WatchHub::DispatchLoop(size_t shard) {
-  // Ticks often enough that an idle stream's progress is at most a quarter of
-  // the interval late.
-  const absl::Duration tick =
-      std::clamp(options_.progress_interval / 4, absl::Milliseconds(5), absl::Seconds(1));
+  const absl::Duration tick = pump_tick();
   uint64_t seen = 0;
   std::vector<std::shared_ptr<Watcher>> batch;
   mu_.Lock();

@@ -19,11 +19,13 @@
 //   * OnCommitted/OnReloaded are called by the engine, one at a time, in
 //     revision order (the store's writer thread). They only append to the log
 //     and wake the dispatcher thread; they never call gRPC.
-//   * The dispatcher threads pump idle watchers that are behind and send
-//     progress on idle streams; each pumps the watchers of its shard (a
-//     stream's shard follows its connection, so one connection's writes are
-//     started from one thread). A stream's sink (the gRPC reactor) pumps the
-//     next message from OnWriteDone on gRPC's thread.
+//   * Pumps start the writes of idle watchers that are behind and send
+//     progress on idle streams. Each shard of watchers has one pumping
+//     thread: by default the hub's own dispatcher threads (a stream's shard
+//     follows its connection, so one connection's writes are started from one
+//     thread); with SetExternalPumps the transport's threads (the gRPC
+//     service: each completion queue's thread pumps the streams on that
+//     queue). A stream's sink pumps the next message from OnWriteDone.
 //   * Every other method may be called from any thread.
 //   * Lock order: Watcher::mu_ before WatchHub::mu_. No lock is held while
 //     calling a WatchSink (gRPC), and a sink call never blocks.
@@ -93,7 +95,8 @@ struct WatchHubOptions {
   int64_t max_streams = 10000;
   int64_t max_streams_per_peer = 1000;
   // Dispatcher threads that start writes after a commit (0: one per core).
-  // Each connection's streams belong to one of them.
+  // Each connection's streams belong to one of them. Unused once the
+  // transport pumps (WatchHub::SetExternalPumps).
   int dispatch_threads = 0;
   // gRPC completion queues, each with its own thread, that carry the watch
   // streams (0: 8). More queues make each completion cheaper (see
@@ -257,7 +260,11 @@ class WatchHub : public CommitListener {
   // Admits a new stream from `peer` (RESOURCE_EXHAUSTED over the limits,
   // UNAVAILABLE after Shutdown) and registers it. Every admitted watcher must
   // be Closed exactly once.
-  absl::StatusOr<std::shared_ptr<Watcher>> Open(std::string peer, WatchSink* sink);
+  // With external pumps, `shard` is the shard of the thread that will pump
+  // the stream (and take its write completions); otherwise it is ignored and
+  // the hub picks one by connection.
+  absl::StatusOr<std::shared_ptr<Watcher>> Open(std::string peer, WatchSink* sink,
+                                                size_t shard = 0);
   // Unregisters a watcher whose stream is done and releases its slot.
   void Close(const std::shared_ptr<Watcher>& watcher);
 
@@ -265,8 +272,24 @@ class WatchHub : public CommitListener {
   // that lost it. Returns the number of streams ended. Any thread.
   size_t RecheckAll();
 
+  // Hands pumping to the caller's threads instead of the hub's dispatchers.
+  // The hub then has `shards` shards; after each commit or reload it calls
+  // wake(shard) for every shard (on the committing thread, never under the
+  // hub's lock, never after Shutdown returned), and the owner of a shard
+  // calls PumpShard after each wake and at least every pump_tick() (progress
+  // on idle streams). Call before the first Open, at most once.
+  //
+  // Why: a write started on the thread that also drains its completion needs
+  // no wake-up between threads to finish. With the gRPC service's queue
+  // threads as pumps, one delivery costs one socket write and no futex.
+  void SetExternalPumps(size_t shards, std::function<void(size_t shard)> wake);
+  // Pumps every watcher of `shard` (external pumps only).
+  void PumpShard(size_t shard);
+  // How often a pumping thread must pump without a wake.
+  absl::Duration pump_tick() const;
+
   // Ends every stream with UNAVAILABLE, refuses new ones and stops the
-  // dispatcher. Idempotent.
+  // dispatchers (and the wakes of external pumps). Idempotent.
   void Shutdown();
 
   // Open streams (admitted and not yet closed), for status pages.
@@ -310,6 +333,10 @@ class WatchHub : public CommitListener {
   void AppendLocked(std::shared_ptr<const LogRecord> record) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TrimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DispatchLoop(size_t shard);
+  void StartDispatchersLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lets the shards' pumps know that something is due.
+  void WakePumps();
+  std::vector<std::shared_ptr<Watcher>> ShardWatchers(size_t shard) const;
 
   const WatchHubOptions options_;
   const SnapshotSource snapshot_at_;
@@ -333,7 +360,15 @@ class WatchHub : public CommitListener {
   };
   absl::flat_hash_map<std::string, Connection> connections_ ABSL_GUARDED_BY(mu_);
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<std::thread> dispatchers_;
+  // Started with the first Open unless the pumps are external.
+  std::vector<std::thread> dispatchers_ ABSL_GUARDED_BY(mu_);
+  bool external_pumps_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Held while calling the external wake, so Shutdown can promise that no
+  // wake runs after it returns (the pumps' owner may then go away).
+  Mutex wake_mu_;
+  std::function<void(size_t)> external_wake_ ABSL_GUARDED_BY(wake_mu_);
+  size_t external_shards_ ABSL_GUARDED_BY(wake_mu_) = 0;
 };
 
 // Host part of a gRPC peer string ("ipv4:127.0.0.1:5000" -> "ipv4:127.0.0.1").

@@ -1,11 +1,13 @@
 #include "service/watch/watch_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 
@@ -20,22 +22,40 @@ static grpc::Status InvalidArgument(std::string message) {
 // Watcher on any thread. The call deletes itself once the call is done, its
 // stream was ended (the Watcher never touches the sink after End) and no
 // operation is outstanding.
+class WatchCall;
+
+// What a queue event is about: a call's operation, or (call == nullptr) the
+// queue's wake alarm.
+enum class EventKind { kAccept, kRead, kWrite, kFinish, kDone, kWake };
+struct EventTag {
+  WatchCall* call;
+  EventKind kind;
+};
+
+struct WatchServiceImpl::Queue {
+  explicit Queue(size_t i, std::unique_ptr<grpc::ServerCompletionQueue> q)
+      : index(i), cq(std::move(q)) {}
+  const size_t index;
+  const std::unique_ptr<grpc::ServerCompletionQueue> cq;
+  // Declared after the queue, so it is destroyed first.
+  grpc::Alarm wake_alarm;
+  bool wake_pending = false;  // guarded by the service's mu_
+  EventTag wake_tag{nullptr, EventKind::kWake};
+};
+
 class WatchCall final : private WatchSink {
  public:
-  enum class Kind { kAccept, kRead, kWrite, kFinish, kDone };
-  struct Tag {
-    WatchCall* call;
-    Kind kind;
-  };
+  using Kind = EventKind;
+  using Tag = EventTag;
 
-  WatchCall(WatchServiceImpl* service, grpc::ServerCompletionQueue* cq)
-      : service_(service), cq_(cq), stream_(&context_) {}
+  WatchCall(WatchServiceImpl* service, WatchServiceImpl::Queue* queue)
+      : service_(service), queue_(queue), cq_(queue->cq.get()), stream_(&context_) {}
 
   // Requests the next stream on the queue (false: the service is stopping
   // and the call was not registered).
   bool Request() {
     context_.AsyncNotifyWhenDone(&done_tag_);
-    return service_->Accept(this, cq_);
+    return service_->Accept(this);
   }
   // Called by WatchServiceImpl::Accept under its lock.
   void RequestLocked() { service_->RequestWatch(&context_, &stream_, cq_, cq_, &accept_tag_); }
@@ -73,6 +93,8 @@ class WatchCall final : private WatchSink {
         if (watcher_)
           watcher_->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled"));
         break;
+      case Kind::kWake:
+        break;  // handled by the queue's thread, never a call's tag
     }
     MaybeDelete();
   }
@@ -80,7 +102,7 @@ class WatchCall final : private WatchSink {
  private:
   void OnAccept() {
     // Keep one request pending on this queue.
-    auto* next = new WatchCall(service_, cq_);
+    auto* next = new WatchCall(service_, queue_);
     if (!next->Request()) delete next;
 
     if (service_->admission_) {
@@ -92,7 +114,8 @@ class WatchCall final : private WatchSink {
       }
       admission_ = *std::move(admitted);
     }
-    absl::StatusOr<std::shared_ptr<Watcher>> watcher = service_->hub_->Open(context_.peer(), this);
+    absl::StatusOr<std::shared_ptr<Watcher>> watcher =
+        service_->hub_->Open(context_.peer(), this, queue_->index);
     if (!watcher.ok()) {
       // Nothing was started: this is the stream's only Finish.
       End(grpc::Status(static_cast<grpc::StatusCode>(watcher.status().code()),
@@ -201,6 +224,7 @@ class WatchCall final : private WatchSink {
   }
 
   WatchServiceImpl* const service_;
+  WatchServiceImpl::Queue* const queue_;
   grpc::ServerCompletionQueue* const cq_;
   grpc::ServerContext context_;
   grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
@@ -231,22 +255,26 @@ void WatchServiceImpl::AddTo(grpc::ServerBuilder* builder) {
   builder->RegisterService(this);
   int queues = hub_->options().completion_queues;
   if (queues <= 0) queues = 8;
-  for (int i = 0; i < queues; ++i) cqs_.push_back(builder->AddCompletionQueue());
+  for (int i = 0; i < queues; ++i) {
+    queues_.push_back(
+        std::make_unique<Queue>(static_cast<size_t>(i), builder->AddCompletionQueue()));
+  }
+  hub_->SetExternalPumps(queues_.size(), [this](size_t index) { Wake(index); });
 }
 
 void WatchServiceImpl::Start() {
-  for (auto& cq : cqs_) {
+  for (auto& queue : queues_) {
     // A few requests pending per queue, so a burst of new streams is
     // accepted without waiting for a request to be renewed.
     for (int i = 0; i < 4; ++i) {
-      auto* call = new WatchCall(this, cq.get());
+      auto* call = new WatchCall(this, queue.get());
       if (!call->Request()) delete call;
     }
-    threads_.emplace_back([cq = cq.get()] { Poll(cq); });
+    threads_.emplace_back([this, q = queue.get()] { Poll(q); });
   }
 }
 
-bool WatchServiceImpl::Accept(WatchCall* call, grpc::ServerCompletionQueue*) {
+bool WatchServiceImpl::Accept(WatchCall* call) {
   // Stop shuts the queues down under the same lock.
   MutexLock lock(&mu_);
   if (stopping_) return false;
@@ -254,12 +282,44 @@ bool WatchServiceImpl::Accept(WatchCall* call, grpc::ServerCompletionQueue*) {
   return true;
 }
 
-void WatchServiceImpl::Poll(grpc::ServerCompletionQueue* cq) {
-  void* tag = nullptr;
-  bool ok = false;
-  while (cq->Next(&tag, &ok)) {
-    auto* t = static_cast<WatchCall::Tag*>(tag);
-    t->call->OnEvent(t->kind, ok);
+void WatchServiceImpl::Wake(size_t index) {
+  MutexLock lock(&mu_);
+  Queue& queue = *queues_[index];
+  // One wake in flight per queue is enough: the pump that follows sees every
+  // commit up to then.
+  if (stopping_ || queue.wake_pending) return;
+  queue.wake_pending = true;
+  // Already due: the alarm's tag is queued at once.
+  queue.wake_alarm.Set(queue.cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &queue.wake_tag);
+}
+
+void WatchServiceImpl::Poll(Queue* queue) {
+  const auto tick = absl::ToChronoNanoseconds(hub_->pump_tick());
+  auto next_pump = std::chrono::system_clock::now() + tick;
+  for (;;) {
+    void* tag = nullptr;
+    bool ok = false;
+    const auto status = queue->cq->AsyncNext(&tag, &ok, next_pump);
+    if (status == grpc::CompletionQueue::SHUTDOWN) break;
+    bool pump = false;
+    if (status == grpc::CompletionQueue::GOT_EVENT) {
+      auto* t = static_cast<EventTag*>(tag);
+      if (t->call != nullptr) {
+        t->call->OnEvent(t->kind, ok);
+      } else {
+        {
+          MutexLock lock(&mu_);
+          queue->wake_pending = false;
+        }
+        pump = ok;
+      }
+    }
+    const auto now = std::chrono::system_clock::now();
+    if (now >= next_pump) pump = true;
+    if (pump) {
+      hub_->PumpShard(queue->index);
+      next_pump = now + tick;
+    }
   }
 }
 
@@ -268,11 +328,11 @@ void WatchServiceImpl::Stop() {
     MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
-    for (auto& cq : cqs_) cq->Shutdown();
+    for (auto& queue : queues_) queue->cq->Shutdown();
   }
   if (threads_.empty()) {
     // Never started (the server did not come up): drain here.
-    for (auto& cq : cqs_) Poll(cq.get());
+    for (auto& queue : queues_) Poll(queue.get());
   }
   for (std::thread& t : threads_) t.join();
   threads_.clear();

@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -436,6 +437,41 @@ TEST_F(WatchHubTest, ProgressOnRequestAndOnIdleStreams) {
   ASSERT_TRUE(Await(s, r));
   EXPECT_TRUE(s->sink.responses().back().has_progress());
   Check(s);
+}
+
+// With external pumps the hub starts no thread: a commit wakes every shard,
+// and a watcher behind is sent to only when its own shard is pumped.
+TEST_F(WatchHubTest, ExternalPumpsAreWokenPerShardAndDoTheSending) {
+  MakeHub();
+  std::array<std::atomic<int>, 2> wakes{};
+  hub_->SetExternalPumps(2, [&](size_t shard) { wakes.at(shard).fetch_add(1); });
+  auto stream = std::make_unique<Stream>();
+  stream->create = Create({{"app", {}}});
+  absl::StatusOr<std::shared_ptr<Watcher>> w = hub_->Open("ipv4:10.0.0.1:1", &stream->sink, 1);
+  ASSERT_TRUE(w.ok()) << w.status();
+  stream->watcher = *w;
+  stream->sink.StartTrace(stream->create);
+  stream->watcher->Start(*ParseWatchCreate(stream->create, nullptr));
+  // The initial state is sent by Start itself.
+  ASSERT_EQ(stream->sink.responses().size(), 1u);
+  ASSERT_TRUE(stream->sink.Ack(stream->watcher.get()));
+
+  const Revision r = Put("app", "k", "1");
+  EXPECT_EQ(wakes[0].load(), 1);
+  EXPECT_EQ(wakes[1].load(), 1);
+  absl::SleepFor(absl::Milliseconds(50));  // no dispatcher would send it
+  EXPECT_EQ(stream->sink.responses().size(), 1u);
+  hub_->PumpShard(0);  // another shard's pump leaves it alone
+  EXPECT_EQ(stream->sink.responses().size(), 1u);
+  hub_->PumpShard(1);
+  ASSERT_EQ(stream->sink.responses().size(), 2u);
+  EXPECT_EQ(stream->sink.responses().back().changes().revision(), r);
+
+  hub_->Shutdown();
+  Put("app", "k", "2");
+  EXPECT_EQ(wakes[0].load(), 1) << "no wake after Shutdown";
+  EXPECT_EQ(wakes[1].load(), 1);
+  streams_.push_back(std::move(stream));  // TearDown acknowledges and checks it
 }
 
 TEST_F(WatchHubTest, WithPreviousCarriesBeforeEntries) {
