@@ -60,7 +60,7 @@ ABSL_FLAG(int64_t, watch_max_streams_per_peer, 1000,
 ABSL_FLAG(int64_t, watch_log_revisions, 10000,
           "Revisions kept in the watch event log (watchers further behind are reset).");
 ABSL_FLAG(int64_t, watch_log_bytes, 64 << 20, "Bytes kept in the watch event log.");
-ABSL_FLAG(int, watch_completion_queues, 8,
+ABSL_FLAG(int, watch_completion_queues, 16,
           "gRPC completion queues that carry watch streams; each has one thread, which also "
           "starts the writes of its streams.");
 ABSL_FLAG(absl::Duration, keepalive_time, absl::Seconds(30),

@@ -723,7 +723,18 @@ absl::Duration WatchHub::pump_tick() const {
 void WatchHub::WakePumps() {
   wake_.SignalAll();
   MutexLock lock(&wake_mu_);
-  for (size_t i = 0; i < external_shards_; ++i) external_wake_(i);
+  if (external_shards_ == 0) return;
+  // Only shards with watchers: a commit with few watchers stays cheap however
+  // many pumps there are. A watcher placed after this check started after
+  // the commit's head was published, so its Start already saw it.
+  std::vector<char> busy(external_shards_);
+  {
+    MutexLock hub_lock(&mu_);
+    for (size_t i = 0; i < busy.size() && i < shards_.size(); ++i) busy[i] = !shards_[i].empty();
+  }
+  for (size_t i = 0; i < busy.size(); ++i) {
+    if (busy[i]) external_wake_(i);
+  }
 }
 
 std::vector<std::shared_ptr<Watcher>> WatchHub::ShardWatchers(size_t shard) const {

@@ -99,7 +99,7 @@ struct WatchHubOptions {
   // transport pumps (WatchHub::SetExternalPumps).
   int dispatch_threads = 0;
   // gRPC completion queues, each with its own thread, that carry the watch
-  // streams (0: 8). More queues make each completion cheaper (see
+  // streams (0: 16). More queues make each completion cheaper (see
   // watch_service.h).
   int completion_queues = 0;
 };

@@ -254,7 +254,7 @@ WatchServiceImpl::~WatchServiceImpl() { Stop(); }
 void WatchServiceImpl::AddTo(grpc::ServerBuilder* builder) {
   builder->RegisterService(this);
   int queues = hub_->options().completion_queues;
-  if (queues <= 0) queues = 8;
+  if (queues <= 0) queues = 16;
   for (int i = 0; i < queues; ++i) {
     queues_.push_back(
         std::make_unique<Queue>(static_cast<size_t>(i), builder->AddCompletionQueue()));

@@ -439,8 +439,9 @@ TEST_F(WatchHubTest, ProgressOnRequestAndOnIdleStreams) {
   Check(s);
 }
 
-// With external pumps the hub starts no thread: a commit wakes every shard,
-// and a watcher behind is sent to only when its own shard is pumped.
+// With external pumps the hub starts no thread: a commit wakes every shard
+// that has watchers, and a watcher behind is sent to only when its own shard
+// is pumped.
 TEST_F(WatchHubTest, ExternalPumpsAreWokenPerShardAndDoTheSending) {
   MakeHub();
   std::array<std::atomic<int>, 2> wakes{};
@@ -457,7 +458,7 @@ TEST_F(WatchHubTest, ExternalPumpsAreWokenPerShardAndDoTheSending) {
   ASSERT_TRUE(stream->sink.Ack(stream->watcher.get()));
 
   const Revision r = Put("app", "k", "1");
-  EXPECT_EQ(wakes[0].load(), 1);
+  EXPECT_EQ(wakes[0].load(), 0) << "shard 0 has no watcher";
   EXPECT_EQ(wakes[1].load(), 1);
   absl::SleepFor(absl::Milliseconds(50));  // no dispatcher would send it
   EXPECT_EQ(stream->sink.responses().size(), 1u);
@@ -469,8 +470,7 @@ TEST_F(WatchHubTest, ExternalPumpsAreWokenPerShardAndDoTheSending) {
 
   hub_->Shutdown();
   Put("app", "k", "2");
-  EXPECT_EQ(wakes[0].load(), 1) << "no wake after Shutdown";
-  EXPECT_EQ(wakes[1].load(), 1);
+  EXPECT_EQ(wakes[1].load(), 1) << "no wake after Shutdown";
   streams_.push_back(std::move(stream));  // TearDown acknowledges and checks it
 }
 
