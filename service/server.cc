@@ -481,6 +481,10 @@ void Server::AddStateMetrics() {
   WatchHub* const hub = watch_hub_.get();
   r.AddGauge("snapconf_head_revision", "Revision of the snapshot this node serves.", {},
              [engine] { return static_cast<double>(engine->publisher().revision()); });
+  r.AddGauge("snapconf_sqlite_heap_bytes",
+             "Heap held by SQLite, almost all of it the page caches of the store's connections "
+             "(up to 64 MiB each, filled as pages are used; 0 with the etcd store).",
+             {}, [] { return static_cast<double>(SqliteHeapBytes()); });
   r.AddGauge("snapconf_store_healthy", "1 while the store accepts writes, 0 after a failure.", {},
              [engine] { return engine->store().Health().ok() ? 1.0 : 0.0; });
   // Computed from the published snapshot at scrape time: Publisher::Read

@@ -26,6 +26,7 @@
 //
 //   watch_fanout_bench --scenario=fanout --watchers=10000 --connections=10 --rounds=7
 #include <grpcpp/grpcpp.h>
+#include <httplib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +37,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -300,10 +302,18 @@ class Bench {
          absl::StrSplit(absl::GetFlag(FLAGS_server_flags), ' ', absl::SkipEmpty())) {
       options.extra_flags.emplace_back(f);
     }
+    // stall reads the store's memory from the metrics endpoint.
+    if (absl::GetFlag(FLAGS_scenario) == "stall") {
+      options.extra_flags.push_back("--metrics-listen=127.0.0.1:0");
+    }
     absl::StatusOr<std::unique_ptr<testing::ServerProcess>> server =
         testing::ServerProcess::Start(options);
     if (!server.ok()) return server.status();
     server_ = *std::move(server);
+    static const std::regex kMetricsLine(R"(event=metrics_serving address=127\.0\.0\.1:(\d+))");
+    std::smatch m;
+    const std::string log = server_->ReadLog();
+    if (std::regex_search(log, m, kMetricsLine)) metrics_port_ = std::stoi(m[1].str());
     config_ = v1::ConfigService::NewStub(
         grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
     const int connections = std::max(1, absl::GetFlag(FLAGS_connections));
@@ -321,6 +331,20 @@ class Bench {
   }
 
   pid_t pid() const { return server_->pid(); }
+
+  // The server's snapconf_sqlite_heap_bytes gauge in KiB (-1 if unreadable).
+  int64_t SqliteHeapKiB() const {
+    if (metrics_port_ <= 0) return -1;
+    httplib::Client http("127.0.0.1", metrics_port_);
+    http.set_connection_timeout(5);
+    http.set_read_timeout(5);
+    httplib::Result r = http.Get("/metrics");
+    if (!r || r->status != 200) return -1;
+    static const std::regex kGauge(R"((?:^|\n)snapconf_sqlite_heap_bytes (\S+))");
+    std::smatch m;
+    if (!std::regex_search(r->body, m, kGauge)) return -1;
+    return static_cast<int64_t>(std::stod(m[1].str()) / 1024);
+  }
   Tally& tally() { return tally_; }
   std::vector<std::unique_ptr<WatchStream>>& streams() { return streams_; }
 
@@ -408,6 +432,7 @@ class Bench {
 
  private:
   std::unique_ptr<testing::ServerProcess> server_;
+  int metrics_port_ = 0;
   std::unique_ptr<v1::ConfigService::Stub> config_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<v1::WatchService::Stub>> stubs_;
@@ -644,6 +669,28 @@ int RunMemory(Bench& bench) {
   return 0;
 }
 
+// One line of samples (KiB), then their spread and the mean of the second
+// half minus the first (growth shows as a positive difference).
+void PrintSeries(const char* name, absl::Duration interval, const std::vector<int64_t>& samples) {
+  if (samples.empty()) return;
+  std::string line;
+  for (size_t i = 0; i < samples.size(); ++i) absl::StrAppend(&line, i == 0 ? "" : " ", samples[i]);
+  std::printf("%s (KiB) every %s: %s\n", name, absl::FormatDuration(interval).c_str(),
+              line.c_str());
+  const auto [lo, hi] = std::minmax_element(samples.begin(), samples.end());
+  const size_t half = samples.size() / 2;
+  double first = 0, second = 0;
+  for (size_t i = 0; i < half; ++i) first += static_cast<double>(samples[i]);
+  for (size_t i = half; i < samples.size(); ++i) second += static_cast<double>(samples[i]);
+  first /= static_cast<double>(std::max<size_t>(1, half));
+  second /= static_cast<double>(std::max<size_t>(1, samples.size() - half));
+  std::printf(
+      "%s min %lld, max %lld, spread %lld KiB; mean of the second half minus the first: "
+      "%+.0f KiB\n",
+      name, static_cast<long long>(*lo), static_cast<long long>(*hi),
+      static_cast<long long>(*hi - *lo), second - first);
+}
+
 int RunStall(Bench& bench) {
   const int watchers = absl::GetFlag(FLAGS_watchers);
   const double percent = std::clamp(absl::GetFlag(FLAGS_stalled_percent), 0.0, 100.0);
@@ -716,12 +763,17 @@ int RunStall(Bench& bench) {
     std::printf("prefilled %d revisions\n", prefill);
   }
   const int64_t rss_start = bench.SettledRss();
+  // RSS, and RSS less SQLite's heap: the store's page caches fill with the
+  // pages written (up to 64 MiB per connection), which is the store's bounded
+  // cache warming, not the watch path holding memory.
   std::vector<int64_t> samples;
+  std::vector<int64_t> sqlite_samples;
   const absl::Time begin = absl::Now();
   PacedWriter writer(&bench, rate, duration, put);
   for (int i = 1; absl::Now() - begin < duration + interval; ++i) {
     absl::SleepFor(begin + interval * i - absl::Now());
     samples.push_back(RssKiB(bench.pid()));
+    sqlite_samples.push_back(bench.SqliteHeapKiB());
   }
   writer.Join();
   // A last small write that every stream watches marks the end.
@@ -742,28 +794,12 @@ int RunStall(Bench& bench) {
     }
     return std::nullopt;
   }();
-  std::string line;
-  for (size_t i = 0; i < samples.size(); ++i) {
-    absl::StrAppend(&line, i == 0 ? "" : " ", samples[i]);
-  }
-  const auto [lo, hi] = std::minmax_element(samples.begin(), samples.end());
-  std::printf("server RSS (KiB) before writes %lld; every %s: %s\n",
-              static_cast<long long>(rss_start), absl::FormatDuration(interval).c_str(),
-              line.c_str());
-  if (!samples.empty()) {
-    // Second half against first half: growth would show as a higher mean.
-    const size_t half = samples.size() / 2;
-    double first = 0, second = 0;
-    for (size_t i = 0; i < half; ++i) first += static_cast<double>(samples[i]);
-    for (size_t i = half; i < samples.size(); ++i) second += static_cast<double>(samples[i]);
-    first /= std::max<size_t>(1, half);
-    second /= std::max<size_t>(1, samples.size() - half);
-    std::printf(
-        "RSS min %lld, max %lld, spread %lld KiB; mean of the second half minus the "
-        "first: %+.0f KiB\n",
-        static_cast<long long>(*lo), static_cast<long long>(*hi), static_cast<long long>(*hi - *lo),
-        second - first);
-  }
+  std::printf("server RSS (KiB) before writes %lld\n", static_cast<long long>(rss_start));
+  PrintSeries("RSS", interval, samples);
+  PrintSeries("SQLite heap", interval, sqlite_samples);
+  std::vector<int64_t> rest(samples.size());
+  for (size_t i = 0; i < samples.size(); ++i) rest[i] = samples[i] - sqlite_samples[i];
+  PrintSeries("RSS less SQLite heap", interval, rest);
   std::printf(
       "writes: %lld (%lld failed), last revision %lld; active streams at the last "
       "revision %s after the last write\n",

@@ -177,6 +177,19 @@ TEST_F(MetricsE2eTest, CountersFollowCallsAndStateFollowsWrites) {
   EXPECT_EQ(m.Value("snapconf_commit_group_size_sum", {}), 3);
 }
 
+// The store's page cache is reported on its own, so memory that follows the
+// bytes written is told apart from the rest of the server's.
+TEST_F(MetricsE2eTest, SqliteHeapFollowsTheBytesWritten) {
+  const double before = Scrape().Value("snapconf_sqlite_heap_bytes", {}).value_or(-1);
+  EXPECT_GT(before, 0);
+  v1::PutResponse put;
+  const std::string value(256 << 10, 'v');
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(Put("big", absl::StrCat("k", i), value, &put).ok());
+  // 2 MiB of new pages (each value is stored once in the entries and once in
+  // the history) stay in the writer's cache.
+  EXPECT_GE(Scrape().Value("snapconf_sqlite_heap_bytes", {}).value_or(-1), before + (2 << 20));
+}
+
 TEST_F(MetricsE2eTest, WatchStreamsAreCountedOpenAndWhenTheyEnd) {
   v1::PutResponse put;
   ASSERT_TRUE(Put("app", "a", "1", &put).ok());

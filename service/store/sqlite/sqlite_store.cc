@@ -598,6 +598,8 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const SqliteStoreOptions&
   return std::unique_ptr<Store>(std::make_unique<LocalStore>(std::move(backend), std::move(local)));
 }
 
+int64_t SqliteHeapBytes() { return sqlite3_memory_used(); }
+
 absl::StatusOr<std::string> SqlitePragmaForTest(Store* store, std::string_view name) {
   auto* local = dynamic_cast<LocalStore*>(store);
   auto* backend =

@@ -63,6 +63,12 @@ struct SqliteStoreOptions {
 // Opens (creating when new) and checks the database; Start() loads it.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const SqliteStoreOptions& options);
 
+// Heap bytes SQLite holds in this process, almost all of it the page caches
+// of the store's connections (each grows as pages are used, up to 64 MiB).
+// Reported apart from the rest of the server's memory, which it would
+// otherwise seem to make grow with every byte written.
+int64_t SqliteHeapBytes();
+
 // Runs `PRAGMA <name>` on the store's write connection and returns the first
 // column of the first row as text (e.g. "wal", "2"). `store` must come from
 // OpenSqliteStore.
