@@ -97,6 +97,15 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(ServerOption
 
 ServerProcess::~ServerProcess() {
   (void)Kill();
+  // A race or memory error found in the server fails the test that drove it,
+  // even when the server lived on (TSan reports without halting when told to)
+  // or the test did not notice it die.
+  const std::string log = ReadLog();
+  for (const char* report : {"WARNING: ThreadSanitizer", "ERROR: AddressSanitizer"}) {
+    if (log.find(report) != std::string::npos) {
+      ADD_FAILURE() << "snapconfd's log holds a sanitizer report (" << report << ")";
+    }
+  }
   if (::testing::Test::HasFailure()) {
     std::cerr << "---- snapconfd log (" << log_path_ << ") ----\n"
               << ReadLog() << "---- end of snapconfd log ----\n";

@@ -8,7 +8,9 @@
 // the server wrote its real address there. The server's stderr goes to a log
 // file in the process's temporary directory; the log is printed when the
 // start fails and when the test that owns the process has failed. The
-// destructor SIGKILLs the server and removes the temporary directory.
+// destructor SIGKILLs the server, fails the running test if the log holds a
+// ThreadSanitizer or AddressSanitizer report, and removes the temporary
+// directory.
 //
 // The binary is $SNAPCONFD_BIN when set, else the build's snapconfd
 // (compile definition SNAPCONFD_PATH).
