@@ -4,7 +4,8 @@
 // connection but never answers, so its watch streams would stay open forever
 // without keepalive. With short keepalive settings the server must close that
 // client's streams within a few keepalive periods, while a healthy watcher on
-// the same server keeps receiving every change and writes keep flowing.
+// the same server keeps receiving every change and writes keep flowing. And
+// the other side of keepalive: a client that pings too often is cut off.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -25,6 +27,7 @@
 #include "absl/time/clock.h"
 #include "snapconf/v1/admin_service.grpc.pb.h"
 #include "snapconf/v1/config_service.grpc.pb.h"
+#include "snapconf/v1/watch_service.grpc.pb.h"
 #include "tests/testing/server_process.h"
 
 extern char** environ;
@@ -146,6 +149,82 @@ TEST(SlowConsumerTest, FrozenClientIsReapedByKeepaliveOthersUntouched) {
   writer.join();
   std::printf("frozen client's stream reaped after %s\n",
               absl::FormatDuration(reaped_after).c_str());
+}
+
+// A client that pings more often than the server allows (10 s without data)
+// is a misbehaving client, not a dead one: after a few pings the server ends
+// its connection with GOAWAY, and its stream ends with UNAVAILABLE so it can
+// reconnect and resume. A well-behaved watcher on another connection is
+// untouched and keeps receiving changes.
+TEST(SlowConsumerTest, ClientPingingTooOftenIsDisconnectedOthersUntouched) {
+  auto server = ServerProcess::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto config = v1::ConfigService::NewStub(
+      grpc::CreateChannel((*server)->address(), grpc::InsecureChannelCredentials()));
+
+  // One idle watch stream per channel; the first message is its initial state.
+  struct Stream {
+    std::shared_ptr<grpc::Channel> channel;
+    std::unique_ptr<v1::WatchService::Stub> stub;
+    grpc::ClientContext ctx;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>> rw;
+  };
+  auto open = [&](const grpc::ChannelArguments& args) {
+    auto s = std::make_unique<Stream>();
+    s->channel =
+        grpc::CreateCustomChannel((*server)->address(), grpc::InsecureChannelCredentials(), args);
+    s->stub = v1::WatchService::NewStub(s->channel);
+    s->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    s->rw = s->stub->Watch(&s->ctx);
+    v1::WatchRequest req;
+    req.mutable_create()->add_filters()->set_namespace_(kNs);
+    EXPECT_TRUE(s->rw->Write(req));
+    v1::WatchResponse first;
+    EXPECT_TRUE(s->rw->Read(&first));
+    EXPECT_TRUE(first.has_reset());
+    return s;
+  };
+  grpc::ChannelArguments pinger_args;
+  pinger_args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 500);
+  pinger_args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  pinger_args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  pinger_args.SetInt(GRPC_ARG_HTTP2_MIN_SENT_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  pinger_args.SetInt("snapconf.test.connection", 1);  // a connection of its own
+  std::unique_ptr<Stream> pinger = open(pinger_args);
+  grpc::ChannelArguments calm_args;
+  calm_args.SetInt("snapconf.test.connection", 2);
+  std::unique_ptr<Stream> calm = open(calm_args);
+
+  // The pinger's stream ends (bounded by its 60 s deadline).
+  const absl::Time start = absl::Now();
+  v1::WatchResponse response;
+  while (pinger->rw->Read(&response)) {
+  }
+  const grpc::Status ended = pinger->rw->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << ended.error_code() << " " << ended.error_message();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  std::cout << "the pinger's stream ended after " << absl::Now() - start << ": "
+            << ended.error_message() << "\n";
+
+  // The calm watcher still gets the next change.
+  grpc::ClientContext put_ctx;
+  v1::PutRequest put;
+  put.set_namespace_(kNs);
+  put.set_key("k");
+  put.set_value("after");
+  v1::PutResponse put_resp;
+  ASSERT_TRUE(config->Put(&put_ctx, put, &put_resp).ok());
+  // Idle progress messages may come first.
+  do {
+    ASSERT_TRUE(calm->rw->Read(&response));
+  } while (response.has_progress());
+  ASSERT_TRUE(response.has_changes()) << response.DebugString();
+  EXPECT_EQ(response.changes().revision(), put_resp.header().revision());
+  calm->ctx.TryCancel();
+  while (calm->rw->Read(&response)) {
+  }
+  (void)calm->rw->Finish();
 }
 
 }  // namespace
