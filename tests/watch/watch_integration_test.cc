@@ -58,6 +58,10 @@ int64_t Head(const std::shared_ptr<grpc::Channel>& channel) {
   auto admin = v1::AdminService::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(In(absl::Seconds(5)));
+  // Channels with the same arguments share their connection; after a restart
+  // it may still be waiting out a failed attempt, and a fail-fast call would
+  // report that attempt's "connection refused".
+  ctx.set_wait_for_ready(true);
   v1::GetServerStatusResponse resp;
   if (!admin->GetServerStatus(&ctx, {}, &resp).ok()) return -1;
   return resp.revision();
@@ -65,7 +69,8 @@ int64_t Head(const std::shared_ptr<grpc::Channel>& channel) {
 
 grpc::Status Txn(v1::ConfigService::Stub& stub,
                  const std::vector<std::tuple<std::string, std::string, std::string>>& puts,
-                 const std::vector<std::pair<std::string, std::string>>& deletes = {}) {
+                 const std::vector<std::pair<std::string, std::string>>& deletes = {},
+                 bool wait_for_ready = false) {
   v1::TxnRequest req;
   for (const auto& [ns, key, value] : puts) {
     auto* put = req.add_operations()->mutable_put();
@@ -80,6 +85,7 @@ grpc::Status Txn(v1::ConfigService::Stub& stub,
   }
   grpc::ClientContext ctx;
   ctx.set_deadline(In(absl::Seconds(5)));
+  ctx.set_wait_for_ready(wait_for_ready);
   v1::TxnResponse resp;
   return stub.Txn(&ctx, req, &resp);
 }
@@ -303,7 +309,7 @@ TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
   while (Head(channel) < head0 + 30) {
     // Not an ASSERT: the readers must still be joined, and the server's log
     // says why a write failed.
-    const grpc::Status s = Txn(*stub, {{"app/z", "pad", "p"}});
+    const grpc::Status s = Txn(*stub, {{"app/z", "pad", "p"}}, {}, /*wait_for_ready=*/true);
     if (!s.ok()) {
       ADD_FAILURE() << "a write after the restart failed: " << s.error_code() << " "
                     << s.error_message() << "\nserver log:\n"
