@@ -953,10 +953,7 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Open(std::string peer, WatchS
   ++mine;
   open_streams_.fetch_add(1, std::memory_order_relaxed);
   Connection& connection = connections_[peer];
-  if (external_pumps_) {
-    connection.shard = std::min(shard, shards_.size() - 1);
-    ++connection.streams;
-  } else if (connection.streams++ == 0) {
+  if (!external_pumps_ && connection.streams == 0) {
     // A connection's streams share a dispatcher thread; a new connection goes
     // to the thread with the fewest streams.
     size_t best = 0;
@@ -965,10 +962,11 @@ absl::StatusOr<std::shared_ptr<Watcher>> WatchHub::Open(std::string peer, WatchS
     }
     connection.shard = best;
   }
+  ++connection.streams;
+  const size_t placed = external_pumps_ ? std::min(shard, shards_.size() - 1) : connection.shard;
   StartDispatchersLocked();
-  auto watcher =
-      std::make_shared<Watcher>(this, std::move(host), sink, connection.shard, std::move(peer));
-  shards_[connection.shard].insert(watcher);
+  auto watcher = std::make_shared<Watcher>(this, std::move(host), sink, placed, std::move(peer));
+  shards_[placed].insert(watcher);
   return watcher;
 }
 

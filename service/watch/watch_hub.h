@@ -355,7 +355,7 @@ class WatchHub : public CommitListener {
   std::vector<absl::flat_hash_set<std::shared_ptr<Watcher>>> shards_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
   struct Connection {
-    size_t shard = 0;
+    size_t shard = 0;  // its dispatcher (without external pumps)
     int64_t streams = 0;
   };
   absl::flat_hash_map<std::string, Connection> connections_ ABSL_GUARDED_BY(mu_);
