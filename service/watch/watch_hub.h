@@ -18,7 +18,7 @@
 // Thread-safety contract.
 //   * OnCommitted/OnReloaded are called by the engine, one at a time, in
 //     revision order (the store's writer thread). They only append to the log
-//     and wake the dispatcher thread; they never call gRPC.
+//     and wake the pumps; they never call gRPC.
 //   * Pumps start the writes of idle watchers that are behind and send
 //     progress on idle streams. Each shard of watchers has one pumping
 //     thread: by default the hub's own dispatcher threads (a stream's shard
@@ -180,7 +180,7 @@ class Watcher {
   // True once Finish was requested.
   bool finishing() const;
   const std::string& peer() const { return peer_; }
-  // The dispatcher thread that pumps this watcher after commits.
+  // The shard (the pumping thread) this watcher belongs to.
   size_t shard() const { return shard_; }
   const std::string& connection() const { return connection_; }
   // The revision the client holds (last revision sent).
@@ -351,7 +351,7 @@ class WatchHub : public CommitListener {
   std::deque<std::shared_ptr<const LogRecord>> log_ ABSL_GUARDED_BY(mu_);
   size_t log_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t commits_seen_ ABSL_GUARDED_BY(mu_) = 0;
-  // Open watchers, one set per dispatcher thread.
+  // Open watchers, one set per shard (pumping thread).
   std::vector<absl::flat_hash_set<std::shared_ptr<Watcher>>> shards_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, int64_t> per_peer_ ABSL_GUARDED_BY(mu_);
   struct Connection {

@@ -17,11 +17,6 @@ static grpc::Status InvalidArgument(std::string message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
 }
 
-// One watch stream. Queue events (accept, read, write, finish, done) arrive
-// on its queue's single thread, one at a time; Send and End come from the
-// Watcher on any thread. The call deletes itself once the call is done, its
-// stream was ended (the Watcher never touches the sink after End) and no
-// operation is outstanding.
 class WatchCall;
 
 // What a queue event is about: a call's operation, or (call == nullptr) the
@@ -43,6 +38,11 @@ struct WatchServiceImpl::Queue {
   EventTag wake_tag{nullptr, EventKind::kWake};
 };
 
+// One watch stream. Queue events (accept, read, write, finish, done) arrive
+// on its queue's single thread, one at a time; Send and End come from the
+// Watcher on any thread. The call deletes itself once the call is done, its
+// stream was ended (the Watcher never touches the sink after End) and no
+// operation is outstanding.
 class WatchCall final : private WatchSink {
  public:
   using Kind = EventKind;

@@ -25,8 +25,9 @@
 // of its operations is outstanding.
 //
 // Each queue's thread is also the hub's pump for the streams on that queue
-// (WatchHub::SetExternalPumps): after a commit the hub wakes every queue with
-// an alarm, and the thread starts the writes of its streams itself. A write
+// (WatchHub::SetExternalPumps): after a commit the hub wakes every queue that
+// carries watchers with an alarm, and the thread starts the writes of its
+// streams itself. A write
 // on loopback usually completes inside the call that starts it, so its
 // completion is already waiting when the thread returns to the queue: no
 // wake-up between threads per delivery. (With a separate dispatcher thread,
