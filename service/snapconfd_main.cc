@@ -54,9 +54,10 @@ ABSL_FLAG(int64_t, recent_snapshots, 1024,
 // --- watch fan-out (service/watch) ---
 ABSL_FLAG(absl::Duration, watch_progress_interval, absl::Seconds(10),
           "Idle watch streams get a progress message this often.");
-ABSL_FLAG(int64_t, watch_max_streams, 10000, "Open watch streams allowed in total.");
+ABSL_FLAG(int64_t, watch_max_streams, 10000,
+          "Open watches allowed in total (a Watch stream, or one watch of a WatchMany stream).");
 ABSL_FLAG(int64_t, watch_max_streams_per_peer, 1000,
-          "Open watch streams allowed from one client host.");
+          "Open watches allowed from one client host (as --watch_max_streams counts them).");
 ABSL_FLAG(int64_t, watch_log_revisions, 10000,
           "Revisions kept in the watch event log (watchers further behind are reset).");
 ABSL_FLAG(int64_t, watch_log_bytes, 64 << 20, "Bytes kept in the watch event log.");

@@ -998,12 +998,14 @@ void WatchHub::Shutdown() {
   {
     MutexLock lock(&mu_);
     shutting_down_ = true;
+    stopping_.store(true, std::memory_order_release);
     for (const auto& shard : shards_) watchers.insert(watchers.end(), shard.begin(), shard.end());
   }
   wake_.SignalAll();
   {
     // Waits out a wake in progress; none starts after this.
     MutexLock lock(&wake_mu_);
+    for (size_t i = 0; i < external_shards_; ++i) external_wake_(i);
     external_shards_ = 0;
   }
   for (const std::shared_ptr<Watcher>& w : watchers) {

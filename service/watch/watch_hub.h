@@ -289,8 +289,13 @@ class WatchHub : public CommitListener {
   absl::Duration pump_tick() const;
 
   // Ends every stream with UNAVAILABLE, refuses new ones and stops the
-  // dispatchers (and the wakes of external pumps). Idempotent.
+  // dispatchers. External pumps get one last wake of every shard, after
+  // shutting_down() turned true and before Shutdown returns, then no more:
+  // their owner ends what the hub does not know (a WatchMany stream with no
+  // watch open). Idempotent.
   void Shutdown();
+  // True once Shutdown started. Any thread, no lock.
+  bool shutting_down() const { return stopping_.load(std::memory_order_acquire); }
 
   // Open streams (admitted and not yet closed), for status pages.
   const std::atomic<int64_t>& open_streams() const { return open_streams_; }
@@ -341,6 +346,7 @@ class WatchHub : public CommitListener {
   const WatchHubOptions options_;
   const SnapshotSource snapshot_at_;
   std::atomic<int64_t> open_streams_{0};
+  std::atomic<bool> stopping_{false};              // shutting_down_, readable without mu_
   std::array<std::atomic<uint64_t>, 8> resets_{};  // by v1::ResetReason
 
   mutable Mutex mu_;

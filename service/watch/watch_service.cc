@@ -1,12 +1,17 @@
 #include "service/watch/watch_service.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/proto_buffer_reader.h"
@@ -17,13 +22,26 @@ static grpc::Status InvalidArgument(std::string message) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::move(message));
 }
 
-class WatchCall;
+static grpc::Status ToGrpc(const absl::Status& status) {
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
 
 // What a queue event is about: a call's operation, or (call == nullptr) the
 // queue's wake alarm.
 enum class EventKind { kAccept, kRead, kWrite, kFinish, kDone, kWake };
+
+// A stream served on one completion queue: its events arrive on the queue's
+// thread, one at a time.
+class QueueCall {
+ public:
+  virtual ~QueueCall() = default;
+  // Requests the next stream of its method (under the service's lock).
+  virtual void RequestLocked() = 0;
+  virtual void OnEvent(EventKind kind, bool ok) = 0;
+};
+
 struct EventTag {
-  WatchCall* call;
+  QueueCall* call;
   EventKind kind;
 };
 
@@ -36,14 +54,26 @@ struct WatchServiceImpl::Queue {
   grpc::Alarm wake_alarm;
   bool wake_pending = false;  // guarded by the service's mu_
   EventTag wake_tag{nullptr, EventKind::kWake};
+
+  // The WatchMany streams on this queue; only its thread touches these.
+  absl::flat_hash_set<MuxCall*> mux_calls;
+  bool shutdown_seen = false;
+  // Calls with something to flush, in the order they became dirty.
+  Mutex dirty_mu;
+  std::vector<MuxCall*> dirty ABSL_GUARDED_BY(dirty_mu);
+  std::atomic<bool> has_dirty{false};
 };
+
+// The queue whose thread is running, if any: a sink call from that thread
+// needs no wake, the thread flushes before it waits again.
+static thread_local const void* current_queue = nullptr;
 
 // One watch stream. Queue events (accept, read, write, finish, done) arrive
 // on its queue's single thread, one at a time; Send and End come from the
 // Watcher on any thread. The call deletes itself once the call is done, its
 // stream was ended (the Watcher never touches the sink after End) and no
 // operation is outstanding.
-class WatchCall final : private WatchSink {
+class WatchCall final : public QueueCall, private WatchSink {
  public:
   using Kind = EventKind;
   using Tag = EventTag;
@@ -57,10 +87,11 @@ class WatchCall final : private WatchSink {
     context_.AsyncNotifyWhenDone(&done_tag_);
     return service_->Accept(this);
   }
-  // Called by WatchServiceImpl::Accept under its lock.
-  void RequestLocked() { service_->RequestWatch(&context_, &stream_, cq_, cq_, &accept_tag_); }
+  void RequestLocked() override {
+    service_->RequestWatch(&context_, &stream_, cq_, cq_, &accept_tag_);
+  }
 
-  void OnEvent(Kind kind, bool ok) {
+  void OnEvent(Kind kind, bool ok) override {
     switch (kind) {
       case Kind::kAccept:
         if (!ok) {
@@ -108,8 +139,7 @@ class WatchCall final : private WatchSink {
     if (service_->admission_) {
       absl::StatusOr<std::shared_ptr<void>> admitted = service_->admission_(&context_);
       if (!admitted.ok()) {
-        End(grpc::Status(static_cast<grpc::StatusCode>(admitted.status().code()),
-                         std::string(admitted.status().message())));
+        End(ToGrpc(admitted.status()));
         return;
       }
       admission_ = *std::move(admitted);
@@ -118,8 +148,7 @@ class WatchCall final : private WatchSink {
         service_->hub_->Open(context_.peer(), this, queue_->index);
     if (!watcher.ok()) {
       // Nothing was started: this is the stream's only Finish.
-      End(grpc::Status(static_cast<grpc::StatusCode>(watcher.status().code()),
-                       std::string(watcher.status().message())));
+      End(ToGrpc(watcher.status()));
       return;
     }
     watcher_ = *std::move(watcher);
@@ -166,8 +195,7 @@ class WatchCall final : private WatchSink {
       }
       if (service_->access_) {
         if (absl::Status allowed = service_->access_(context_, *spec); !allowed.ok()) {
-          watcher_->Finish(grpc::Status(static_cast<grpc::StatusCode>(allowed.code()),
-                                        std::string(allowed.message())));
+          watcher_->Finish(ToGrpc(allowed));
           return;
         }
       }
@@ -246,6 +274,470 @@ class WatchCall final : private WatchSink {
   bool done_ ABSL_GUARDED_BY(mu_) = false;   // the call is over
 };
 
+namespace {
+
+void PutVarint(std::string* out, uint64_t v) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+size_t VarintSize(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+// Field tags of WatchManyResponse, WatchManyEvent and WatchEnded.
+constexpr char kEventsTag = 0x0a;    // WatchManyResponse.events = 1, bytes
+constexpr char kWatchIdTag = 0x08;   // WatchManyEvent.watch_id = 1, varint
+constexpr char kResponseTag = 0x12;  // WatchManyEvent.response = 2, bytes
+constexpr char kEndedTag = 0x1a;     // WatchManyEvent.ended = 3, bytes
+constexpr char kCodeTag = 0x08;      // WatchEnded.code = 1, varint
+constexpr char kMessageTag = 0x12;   // WatchEnded.message = 2, bytes
+
+}  // namespace
+
+grpc::ByteBuffer EncodeWatchManyResponse(const std::vector<WatchManyEventBytes>& events) {
+  // Every event's framing (and an ended event's body) goes into one buffer,
+  // which becomes one slice; the message is that slice's pieces interleaved
+  // with the responses' own slices.
+  std::string framing;
+  struct Piece {
+    size_t begin, end;                           // of `framing`
+    const grpc::ByteBuffer* response = nullptr;  // follows the piece
+  };
+  std::vector<Piece> pieces;
+  pieces.reserve(events.size());
+  for (const WatchManyEventBytes& event : events) {
+    const size_t begin = framing.size();
+    // proto3 leaves zero values out; so do we, to stay canonical.
+    const auto id = static_cast<uint64_t>(event.watch_id);
+    const size_t id_bytes = id == 0 ? 0 : 1 + VarintSize(id);
+    if (event.response != nullptr) {
+      const size_t length = event.response->Length();
+      framing.push_back(kEventsTag);
+      PutVarint(&framing, id_bytes + 1 + VarintSize(length) + length);
+      if (id != 0) {
+        framing.push_back(kWatchIdTag);
+        PutVarint(&framing, id);
+      }
+      framing.push_back(kResponseTag);
+      PutVarint(&framing, length);
+      pieces.push_back({begin, framing.size(), event.response});
+      continue;
+    }
+    std::string ended;
+    if (event.ended != nullptr) {
+      if (const auto code = static_cast<uint64_t>(event.ended->error_code()); code != 0) {
+        ended.push_back(kCodeTag);
+        PutVarint(&ended, code);
+      }
+      if (const std::string& message = event.ended->error_message(); !message.empty()) {
+        ended.push_back(kMessageTag);
+        PutVarint(&ended, message.size());
+        ended.append(message);
+      }
+    }
+    framing.push_back(kEventsTag);
+    PutVarint(&framing, id_bytes + 1 + VarintSize(ended.size()) + ended.size());
+    if (id != 0) {
+      framing.push_back(kWatchIdTag);
+      PutVarint(&framing, id);
+    }
+    framing.push_back(kEndedTag);
+    PutVarint(&framing, ended.size());
+    framing.append(ended);
+    pieces.push_back({begin, framing.size(), nullptr});
+  }
+  const grpc::Slice all(framing);
+  std::vector<grpc::Slice> slices;
+  slices.reserve(pieces.size() * 4);
+  std::vector<grpc::Slice> parts;
+  for (const Piece& piece : pieces) {
+    slices.push_back(all.sub(piece.begin, piece.end));
+    if (piece.response == nullptr) continue;
+    parts.clear();
+    if (piece.response->Dump(&parts).ok()) {
+      for (grpc::Slice& part : parts) slices.push_back(std::move(part));
+    }
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+// One WatchMany stream (see watch_service.h). Its queue's thread handles its
+// events, creates and closes its watches and writes; a watch's sink (Sub)
+// may run on any thread and only queues into `pending_` under mu_ and marks
+// the call dirty. Flush, on the queue's thread, is the only place that
+// writes, finishes the stream, releases ended watches and deletes the call,
+// so the call is never deleted while it is on the queue's dirty list.
+class MuxCall final : public QueueCall {
+ public:
+  using Kind = EventKind;
+  using Tag = EventTag;
+
+  MuxCall(WatchServiceImpl* service, WatchServiceImpl::Queue* queue)
+      : service_(service), queue_(queue), cq_(queue->cq.get()), stream_(&context_) {}
+
+  bool Request() {
+    context_.AsyncNotifyWhenDone(&done_tag_);
+    return service_->Accept(this);
+  }
+  void RequestLocked() override {
+    service_->RequestWatchMany(&context_, &stream_, cq_, cq_, &accept_tag_);
+  }
+
+  void OnEvent(Kind kind, bool ok) override {
+    switch (kind) {
+      case Kind::kAccept:
+        if (!ok) {
+          delete this;  // never matched with a call: no other event comes
+          return;
+        }
+        OnAccept();
+        break;
+      case Kind::kRead: {
+        MutexLock lock(&mu_);
+        read_pending_ = false;
+      }
+        OnRead(ok);
+        break;
+      case Kind::kWrite: {
+        std::vector<Sub*> written;
+        {
+          MutexLock lock(&mu_);
+          write_pending_ = false;
+          written.swap(in_flight_);
+        }
+        // A failed write fails every watch in it (they end as broken), and
+        // the stream with them.
+        if (!ok) Close(grpc::Status(grpc::StatusCode::CANCELLED, "watch stream broken"));
+        for (Sub* sub : written) sub->watcher->OnWriteDone(ok);
+        break;
+      }
+      case Kind::kFinish: {
+        MutexLock lock(&mu_);
+        finish_pending_ = false;
+        break;
+      }
+      case Kind::kDone: {
+        {
+          MutexLock lock(&mu_);
+          done_ = true;
+        }
+        // The client cancelled (or its connection died); after a Finish of
+        // ours this changes nothing.
+        Close(grpc::Status(grpc::StatusCode::CANCELLED, "watch stream cancelled"));
+        break;
+      }
+      case Kind::kWake:
+        break;
+    }
+    MarkDirty();
+  }
+
+  // Ends the stream with `status` (the first status wins) once every watch
+  // on it has ended.
+  void Close(const grpc::Status& status) {
+    MutexLock lock(&mu_);
+    if (!close_status_) close_status_ = status;
+  }
+  // Shutdown: the stream ends, on the queue's thread.
+  void CloseForShutdown() {
+    Close(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                       "the server is shutting down; reconnect and resume"));
+    MarkDirty();
+  }
+
+  // On the queue's thread, from its dirty list.
+  void Flush();
+
+ private:
+  // A watch's sink.
+  struct Sub final : WatchSink {
+    Sub(MuxCall* c, int64_t i) : call(c), id(i) {}
+    void Send(const grpc::ByteBuffer* message) override { call->Enqueue(this, message, nullptr); }
+    void End(const grpc::Status& status) override { call->Enqueue(this, nullptr, &status); }
+    MuxCall* const call;
+    const int64_t id;
+    std::shared_ptr<Watcher> watcher;  // set on the queue's thread before any sink call
+  };
+  // A watch's message waiting for the stream, or its end (`ended`; `sub` is
+  // null for a create that was refused before it had a Watcher).
+  struct Item {
+    int64_t id = 0;
+    Sub* sub = nullptr;
+    grpc::ByteBuffer message;
+    std::optional<grpc::Status> ended;
+  };
+
+  void OnAccept() {
+    auto* next = new MuxCall(service_, queue_);
+    if (!next->Request()) delete next;
+    queue_->mux_calls.insert(this);
+    if (service_->admission_) {
+      absl::StatusOr<std::shared_ptr<void>> admitted = service_->admission_(&context_);
+      if (!admitted.ok()) {
+        Close(ToGrpc(admitted.status()));
+        return;
+      }
+      admission_ = *std::move(admitted);
+    }
+    if (service_->hub_->shutting_down()) {
+      // The hub's last wake may have passed before this call was listed.
+      CloseForShutdown();
+      return;
+    }
+    StartRead();
+  }
+
+  void StartRead() {
+    {
+      MutexLock lock(&mu_);
+      read_pending_ = true;
+    }
+    stream_.Read(&request_, &read_tag_);
+  }
+
+  void OnRead(bool ok) {
+    // !ok: the client half-closed; its watches go on until it cancels.
+    if (!ok) return;
+    {
+      MutexLock lock(&mu_);
+      if (close_status_) return;
+    }
+    v1::WatchManyRequest request;
+    if (!grpc::GenericDeserialize<grpc::ProtoBufferReader, v1::WatchManyRequest>(&request_,
+                                                                                 &request)
+             .ok()) {
+      Close(InvalidArgument("malformed WatchManyRequest: not a snapconf.v1.WatchManyRequest"));
+      return;
+    }
+    const int64_t id = request.watch_id();
+    const auto open = watches_.find(id);
+    switch (request.request_case()) {
+      case v1::WatchManyRequest::kCreate:
+        if (open != watches_.end()) {
+          Close(InvalidArgument(absl::StrCat("watch id ", id, " is already open on this stream")));
+          return;
+        }
+        Create(id, request.create());
+        break;
+      case v1::WatchManyRequest::kProgress:
+        if (open != watches_.end()) open->second->watcher->RequestProgress();
+        break;
+      case v1::WatchManyRequest::kCancel:
+        if (open != watches_.end()) {
+          open->second->watcher->Finish(
+              grpc::Status(grpc::StatusCode::CANCELLED, "watch cancelled by the client"));
+        }
+        break;
+      case v1::WatchManyRequest::REQUEST_NOT_SET:
+        Close(InvalidArgument("empty WatchManyRequest"));
+        return;
+    }
+    StartRead();
+  }
+
+  void Create(int64_t id, const v1::WatchCreateRequest& create) {
+    absl::StatusOr<WatchSpec> spec = ParseWatchCreate(create, service_->validate_);
+    if (!spec.ok()) {
+      Refuse(id, InvalidArgument(std::string(spec.status().message())));
+      return;
+    }
+    auto sub = std::make_unique<Sub>(this, id);
+    absl::StatusOr<std::shared_ptr<Watcher>> watcher =
+        service_->hub_->Open(context_.peer(), sub.get(), queue_->index);
+    if (!watcher.ok()) {
+      Refuse(id, ToGrpc(watcher.status()));
+      return;
+    }
+    sub->watcher = *std::move(watcher);
+    Watcher& w = *sub->watcher;
+    watches_.emplace(id, std::move(sub));
+    w.Activate();
+    if (service_->recheck_factory_) w.set_recheck(service_->recheck_factory_(context_, *spec));
+    if (service_->access_) {
+      if (absl::Status allowed = service_->access_(context_, *spec); !allowed.ok()) {
+        w.Finish(ToGrpc(allowed));
+        return;
+      }
+    }
+    w.Start(*std::move(spec));
+  }
+
+  // A create that never got a Watcher ends with `status`.
+  void Refuse(int64_t id, const grpc::Status& status) {
+    {
+      MutexLock lock(&mu_);
+      Item item;
+      item.id = id;
+      item.ended = status;
+      pending_.push_back(std::move(item));
+    }
+    // Watches cannot be opened any more: the stream follows.
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) Close(status);
+  }
+
+  // A watch's sink call: its message (`message`) or its end (`ended`).
+  void Enqueue(Sub* sub, const grpc::ByteBuffer* message, const grpc::Status* ended) {
+    bool mark = false;
+    {
+      MutexLock lock(&mu_);
+      Item item;
+      item.id = sub->id;
+      item.sub = sub;
+      // Slice references, not bytes; the Watcher clears its buffer once the
+      // write completed, which is after this (mu_ orders the two).
+      if (message != nullptr) item.message = *message;
+      if (ended != nullptr) {
+        item.ended = *ended;
+        // The server is going away: so is the stream.
+        if (ended->error_code() == grpc::StatusCode::UNAVAILABLE && !close_status_) {
+          close_status_ = *ended;
+        }
+      }
+      pending_.push_back(std::move(item));
+      mark = !dirty_;
+      dirty_ = true;
+    }
+    if (mark) service_->MarkDirty(queue_, this);
+  }
+
+  // Has the queue's thread flush the call after what it is doing now.
+  void MarkDirty() {
+    {
+      MutexLock lock(&mu_);
+      if (dirty_) return;
+      dirty_ = true;
+    }
+    service_->MarkDirty(queue_, this);
+  }
+
+  WatchServiceImpl* const service_;
+  WatchServiceImpl::Queue* const queue_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
+  Tag accept_tag_{this, Kind::kAccept};
+  Tag read_tag_{this, Kind::kRead};
+  Tag write_tag_{this, Kind::kWrite};
+  Tag finish_tag_{this, Kind::kFinish};
+  Tag done_tag_{this, Kind::kDone};
+  std::shared_ptr<void> admission_;  // released when the call is deleted
+  grpc::ByteBuffer request_;         // read in flight; reads are sequential
+  // Open watches by id; only the queue's thread touches it. A watch leaves
+  // when its end is flushed, so its id is taken until the client can know
+  // it ended.
+  absl::flat_hash_map<int64_t, std::unique_ptr<Sub>> watches_;
+  bool close_propagated_ = false;  // queue's thread
+
+  Mutex mu_;
+  std::vector<Item> pending_ ABSL_GUARDED_BY(mu_);
+  std::vector<Sub*> in_flight_ ABSL_GUARDED_BY(mu_);  // watches in the write in flight
+  std::optional<grpc::Status> close_status_ ABSL_GUARDED_BY(mu_);
+  bool dirty_ ABSL_GUARDED_BY(mu_) = false;  // listed on the queue's dirty list
+  bool read_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool write_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_pending_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;  // the stream's Finish was started
+  bool done_ ABSL_GUARDED_BY(mu_) = false;   // the call is over
+};
+
+void MuxCall::Flush() {
+  std::optional<grpc::Status> close;
+  {
+    MutexLock lock(&mu_);
+    dirty_ = false;
+    if (close_status_ && !close_propagated_) close = close_status_;
+  }
+  if (close) {
+    // Every watch ends with the stream: at once, or (a message of it is
+    // pending) when that message was dropped below.
+    close_propagated_ = true;
+    for (const auto& [id, sub] : watches_) sub->watcher->Finish(*close);
+  }
+
+  std::vector<Item> taken;
+  std::vector<Item> dropped;  // messages never to be written
+  size_t limit = service_->hub_->options().max_message_bytes;
+  {
+    MutexLock lock(&mu_);
+    if (close_status_ || ended_) {
+      dropped.swap(pending_);
+    } else if (!write_pending_ && !pending_.empty()) {
+      // Oldest first, within the message size (at least one event).
+      size_t bytes = 0;
+      size_t n = 0;
+      for (; n < pending_.size(); ++n) {
+        const size_t size = pending_[n].ended ? 64 : pending_[n].message.Length() + 16;
+        if (n > 0 && bytes + size > limit) break;
+        bytes += size;
+      }
+      taken.assign(std::make_move_iterator(pending_.begin()),
+                   std::make_move_iterator(pending_.begin() + static_cast<ptrdiff_t>(n)));
+      pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(n));
+      for (const Item& item : taken) {
+        if (!item.ended) in_flight_.push_back(item.sub);
+      }
+      write_pending_ = true;
+    }
+  }
+
+  if (!taken.empty()) {
+    std::vector<WatchManyEventBytes> events;
+    events.reserve(taken.size());
+    for (const Item& item : taken) {
+      events.push_back(
+          {item.id, item.ended ? nullptr : &item.message, item.ended ? &*item.ended : nullptr});
+    }
+    stream_.Write(EncodeWatchManyResponse(events), &write_tag_);
+  }
+  // Ended watches leave; the sink of each is never called again.
+  auto release = [this](const Item& item) {
+    if (!item.ended || item.sub == nullptr) return;
+    std::shared_ptr<Watcher> watcher = item.sub->watcher;
+    watches_.erase(item.id);
+    service_->hub_->Close(watcher);
+  };
+  for (const Item& item : taken) release(item);
+  for (const Item& item : dropped) {
+    if (item.ended) {
+      release(item);
+    } else {
+      item.sub->watcher->OnWriteDone(false);  // it ends, and queues its end
+    }
+  }
+
+  bool finish = false;
+  grpc::Status status;
+  {
+    MutexLock lock(&mu_);
+    if (close_status_ && !ended_ && !write_pending_ && pending_.empty() && watches_.empty()) {
+      ended_ = true;
+      finish_pending_ = true;
+      finish = true;
+      status = *close_status_;
+    }
+  }
+  if (finish) stream_.Finish(status, &finish_tag_);
+
+  {
+    MutexLock lock(&mu_);
+    if (!done_ || !ended_ || dirty_ || read_pending_ || write_pending_ || finish_pending_ ||
+        !pending_.empty() || !watches_.empty()) {
+      return;
+    }
+  }
+  queue_->mux_calls.erase(this);
+  delete this;
+}
+
 WatchServiceImpl::WatchServiceImpl(WatchHub* hub, WatchNameValidator validate, AccessCheck access)
     : hub_(hub), validate_(std::move(validate)), access_(std::move(access)) {}
 
@@ -269,12 +761,14 @@ void WatchServiceImpl::Start() {
     for (int i = 0; i < 4; ++i) {
       auto* call = new WatchCall(this, queue.get());
       if (!call->Request()) delete call;
+      auto* mux = new MuxCall(this, queue.get());
+      if (!mux->Request()) delete mux;
     }
     threads_.emplace_back([this, q = queue.get()] { Poll(q); });
   }
 }
 
-bool WatchServiceImpl::Accept(WatchCall* call) {
+bool WatchServiceImpl::Accept(QueueCall* call) {
   // Stop shuts the queues down under the same lock.
   MutexLock lock(&mu_);
   if (stopping_) return false;
@@ -293,13 +787,43 @@ void WatchServiceImpl::Wake(size_t index) {
   queue.wake_alarm.Set(queue.cq.get(), gpr_inf_past(GPR_CLOCK_MONOTONIC), &queue.wake_tag);
 }
 
+void WatchServiceImpl::MarkDirty(Queue* queue, MuxCall* call) {
+  {
+    MutexLock lock(&queue->dirty_mu);
+    queue->dirty.push_back(call);
+  }
+  queue->has_dirty.store(true, std::memory_order_release);
+  if (current_queue != queue) Wake(queue->index);
+}
+
+void WatchServiceImpl::FlushDirty(Queue* queue) {
+  std::vector<MuxCall*> calls;
+  // A call flushed here may list itself again (a watch's end queued while
+  // it flushed): loop until none is left, within a bound.
+  for (int round = 0; round < 16 && queue->has_dirty.load(std::memory_order_acquire); ++round) {
+    {
+      MutexLock lock(&queue->dirty_mu);
+      calls.swap(queue->dirty);
+      queue->has_dirty.store(false, std::memory_order_relaxed);
+    }
+    for (MuxCall* call : calls) call->Flush();
+    calls.clear();
+  }
+}
+
 void WatchServiceImpl::Poll(Queue* queue) {
+  current_queue = queue;
   const auto tick = absl::ToChronoNanoseconds(hub_->pump_tick());
   auto next_pump = std::chrono::system_clock::now() + tick;
   for (;;) {
     void* tag = nullptr;
     bool ok = false;
-    const auto status = queue->cq->AsyncNext(&tag, &ok, next_pump);
+    // Calls still dirty after FlushDirty's bound are flushed next round,
+    // without waiting.
+    const auto status = queue->cq->AsyncNext(&tag, &ok,
+                                             queue->has_dirty.load(std::memory_order_acquire)
+                                                 ? std::chrono::system_clock::now()
+                                                 : next_pump);
     if (status == grpc::CompletionQueue::SHUTDOWN) break;
     bool pump = false;
     if (status == grpc::CompletionQueue::GOT_EVENT) {
@@ -319,8 +843,16 @@ void WatchServiceImpl::Poll(Queue* queue) {
     if (pump) {
       hub_->PumpShard(queue->index);
       next_pump = now + tick;
+      if (!queue->shutdown_seen && hub_->shutting_down()) {
+        // The hub ends the watches it has; a WatchMany stream ends as well,
+        // even with none open.
+        queue->shutdown_seen = true;
+        for (MuxCall* call : queue->mux_calls) call->CloseForShutdown();
+      }
     }
+    FlushDirty(queue);
   }
+  current_queue = nullptr;
 }
 
 void WatchServiceImpl::Stop() {

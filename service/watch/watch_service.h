@@ -24,6 +24,22 @@
 // server shuts down (UNAVAILABLE) -> deleted once the call is done and none
 // of its operations is outstanding.
 //
+// WatchMany carries many watches on one stream (one MuxCall per stream, one
+// Watcher per watch, each with its own sink). The watches' messages wait in
+// the call, at most one per watch (a Watcher never has two writes in
+// flight); after each event and each pump the queue's thread writes
+// everything pending as one WatchManyResponse of at most max_message_bytes
+// (at least one event), the hub's bytes referenced, not copied. So a pump
+// after a commit puts one message on the stream for all of its watches, and
+// gRPC's per-message cost, most of a delivery's CPU, is paid once per
+// stream. A watch's own failures (bad filter, access, limits, cancel) end
+// only that watch, with a WatchEnded event; the stream ends on a malformed
+// request (INVALID_ARGUMENT), the client's cancel, or shutdown
+// (UNAVAILABLE). Every structural change of a MuxCall (its watches, its
+// writes, its end) happens on its queue's thread; a watch's sink only
+// appends to the call and marks it dirty, waking the queue when it runs on
+// another thread (an access re-check, a shutdown).
+//
 // Each queue's thread is also the hub's pump for the streams on that queue
 // (WatchHub::SetExternalPumps): after a commit the hub wakes every queue that
 // carries watchers with an alarm, and the thread starts the writes of its
@@ -45,6 +61,7 @@
 //   ... hub.Shutdown(); server->Shutdown(); server->Wait(); service.Stop();
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -57,10 +74,23 @@
 
 namespace snapconf {
 
-class WatchCall;
+class QueueCall;
+class MuxCall;
+
+// One event of a WatchManyResponse: a watch's response, as the hub built it,
+// or the status it ended with.
+struct WatchManyEventBytes {
+  int64_t watch_id = 0;
+  const grpc::ByteBuffer* response = nullptr;  // or
+  const grpc::Status* ended = nullptr;
+};
+// The WatchManyResponse holding `events`, byte for byte what protobuf would
+// serialize; the responses' slices are referenced, not copied.
+grpc::ByteBuffer EncodeWatchManyResponse(const std::vector<WatchManyEventBytes>& events);
 
 class WatchServiceImpl final
-    : public v1::WatchService::WithRawMethod_Watch<v1::WatchService::Service> {
+    : public v1::WatchService::WithRawMethod_Watch<
+          v1::WatchService::WithRawMethod_WatchMany<v1::WatchService::Service>> {
  public:
   // Decides whether the caller of `context` may watch `spec`; a refusal ends
   // the stream with its status (PERMISSION_DENIED) before anything is sent.
@@ -101,11 +131,17 @@ class WatchServiceImpl final
 
  private:
   friend class WatchCall;
+  friend class MuxCall;
 
   struct Queue;
 
   // Has `call` request the next stream unless stopping (false then).
-  bool Accept(WatchCall* call);
+  bool Accept(QueueCall* call);
+  // `call` has something to write or to end: its queue's thread flushes it
+  // after the event or pump in progress (woken when this is another thread).
+  void MarkDirty(Queue* queue, MuxCall* call);
+  // On the queue's thread: flushes every dirty call.
+  void FlushDirty(Queue* queue);
   // The hub's wake for the streams on queue `index`.
   void Wake(size_t index);
   // The queue's thread: its events, and the hub's pumping of its streams.

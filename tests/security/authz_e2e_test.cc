@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -71,6 +72,8 @@ const std::map<std::string, std::string>& Requests() {
       {"/snapconf.v1.AdminService/UpdatePolicy", ""},
       {"/snapconf.v1.AdminService/ListAuditEvents", ""},
       {"/snapconf.v1.WatchService/Watch", R"(create { filters { namespace: "payments/prod" } })"},
+      {"/snapconf.v1.WatchService/WatchMany",
+       R"(watch_id: 1 create { filters { namespace: "payments/prod" } })"},
   };
   return *requests;
 }
@@ -204,8 +207,54 @@ bindings:
     return stream->Finish();
   }
 
+  // Opens one WatchMany stream as `who` with a watch on each of `namespaces`
+  // (ids 0, 1, ...) and returns, per watch, OK once it delivered a message,
+  // else the status of its WatchEnded; when the stream itself ends first,
+  // that status for every watch still waiting.
+  std::vector<grpc::Status> WatchManyOnce(const std::string& who,
+                                          const std::vector<std::string>& namespaces) {
+    auto stub = v1::WatchService::NewStub(channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!who.empty()) ctx.AddMetadata("authorization", "Bearer " + Token(who));
+    auto stream = stub->WatchMany(&ctx);
+    for (size_t i = 0; i < namespaces.size(); ++i) {
+      v1::WatchManyRequest request;
+      request.set_watch_id(static_cast<int64_t>(i));
+      request.mutable_create()->add_filters()->set_namespace_(namespaces[i]);
+      stream->Write(request);
+    }
+    std::vector<std::optional<grpc::Status>> outcome(namespaces.size());
+    size_t known = 0;
+    v1::WatchManyResponse response;
+    while (known < outcome.size() && stream->Read(&response)) {
+      for (const v1::WatchManyEvent& e : response.events()) {
+        auto& o = outcome.at(static_cast<size_t>(e.watch_id()));
+        if (o) continue;
+        o = e.has_ended()
+                ? grpc::Status(static_cast<grpc::StatusCode>(e.ended().code()), e.ended().message())
+                : grpc::Status::OK;
+        known++;
+      }
+    }
+    if (known < outcome.size()) {
+      const grpc::Status status = stream->Finish();
+      for (auto& o : outcome) {
+        if (!o) o = status;
+      }
+    } else {
+      ctx.TryCancel();
+    }
+    std::vector<grpc::Status> statuses;
+    for (auto& o : outcome) statuses.push_back(*o);
+    return statuses;
+  }
+
   grpc::Status Call(const std::string& who, const std::string& method) {
     if (method == "/snapconf.v1.WatchService/Watch") return WatchOnce(who, "payments/prod");
+    if (method == "/snapconf.v1.WatchService/WatchMany") {
+      return WatchManyOnce(who, {"payments/prod"})[0];
+    }
     return Unary(who, method, Requests().at(method));
   }
 
@@ -326,6 +375,10 @@ TEST_F(AuthzTest, ReadersCannotWriteNorReachOutsideTheirGrant) {
   }
   EXPECT_EQ(WatchOnce("alice", "hr/salaries").error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_TRUE(WatchOnce("alice", "payments/prod").ok());
+  // On a shared stream, the refused watch ends alone.
+  const std::vector<grpc::Status> many = WatchManyOnce("alice", {"hr/salaries", "payments/prod"});
+  EXPECT_EQ(many[0].error_code(), grpc::StatusCode::PERMISSION_DENIED) << many[0].error_message();
+  EXPECT_TRUE(many[1].ok()) << many[1].error_message();
   // ListNamespaces shows only what alice may read.
   std::string bytes;
   ASSERT_TRUE(Unary("alice", "/snapconf.v1.ConfigService/ListNamespaces", "", &bytes).ok());

@@ -406,6 +406,54 @@ TEST_F(LimitsTest, RevokedGrantAndRemovedTokenEndWatchesWithinTheBound) {
   EXPECT_FALSE(bob->ended());
 }
 
+// On a WatchMany stream a revocation ends the watches that lost access, each
+// with its WatchEnded, and leaves the stream open: a new create on it is
+// checked against the new policy.
+TEST_F(LimitsTest, RevokedGrantEndsTheWatchesOfASharedStreamNotTheStream) {
+  ASSERT_NO_FATAL_FAILURE(Start({}));
+  ASSERT_TRUE(Put("v0").ok());
+  auto stub = v1::WatchService::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ctx.AddMetadata("authorization", "Bearer " + Token("alice"));
+  auto stream = stub->WatchMany(&ctx);
+  v1::WatchManyRequest create;
+  create.set_watch_id(0);
+  create.mutable_create()->add_filters()->set_namespace_(kNs);
+  ASSERT_TRUE(stream->Write(create));
+  v1::WatchManyResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_TRUE(response.events(0).response().has_reset());
+  std::unique_ptr<WatchStream> bob = OpenWatch("bob");
+  ASSERT_NE(bob, nullptr);
+
+  WriteTextFile(pki_.Path("policy.yaml"), Policy({"team/bob"}));
+  const absl::Time changed = absl::Now();
+  ASSERT_TRUE(stream->Read(&response));
+  const absl::Duration took = absl::Now() - changed;
+  ASSERT_EQ(response.events_size(), 1);
+  EXPECT_EQ(response.events(0).watch_id(), 0);
+  EXPECT_EQ(response.events(0).ended().code(),
+            static_cast<int>(grpc::StatusCode::PERMISSION_DENIED))
+      << response.DebugString();
+  EXPECT_LT(took, kRevocationBound + kMargin);
+  std::printf("policy revocation ended the shared stream's watch after %s\n",
+              absl::FormatDuration(took).c_str());
+
+  create.set_watch_id(1);
+  ASSERT_TRUE(stream->Write(create));
+  ASSERT_TRUE(stream->Read(&response)) << "the stream ended with its watch";
+  EXPECT_EQ(response.events(0).watch_id(), 1);
+  EXPECT_EQ(response.events(0).ended().code(),
+            static_cast<int>(grpc::StatusCode::PERMISSION_DENIED));
+  ASSERT_TRUE(Put("after-policy").ok());
+  EXPECT_TRUE(bob->WaitForText("after-policy", absl::Seconds(10)));
+  ctx.TryCancel();
+  while (stream->Read(&response)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
 // A policy replaced through the API, not on disk, is followed the same way.
 TEST_F(LimitsTest, GrantRevokedThroughThePolicyApiEndsItsWatchWithinTheBound) {
   ASSERT_NO_FATAL_FAILURE(Start({}));

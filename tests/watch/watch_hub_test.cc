@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "service/store/memory/memory_store.h"
+#include "service/watch/watch_service.h"
 #include "tests/watch/contract_checker.h"
 #include "tests/watch/watch_test_util.h"
 
@@ -239,6 +240,61 @@ TEST_F(WatchHubTest, SharedBytesAreCanonicalProtobuf) {
   Check(s);
 }
 
+// WatchMany's framing around the hub's bytes is canonical protobuf too, for
+// ids that proto3 leaves out (0), short and long varints, negative ids, and
+// ended watches with and without a message; the responses are referenced,
+// in several slices, not copied.
+TEST_F(WatchHubTest, WatchManyFramingIsCanonicalProtobuf) {
+  MakeHub();
+  Stream* s = Open(Create({{"app", {}}}));
+  ASSERT_TRUE(Await(s, 0));
+  ChangeSet txn;
+  txn.Put("app", "k", std::string(200, 'v'));
+  ASSERT_TRUE(Await(s, Commit(txn)));
+  const auto raw = s->sink.raw();
+  ASSERT_EQ(raw.size(), 2u);
+  // The hub's message as the sink got it: a reset, then a change in slices.
+  const grpc::Slice head(raw[1].substr(0, 7));
+  const grpc::Slice tail(raw[1].substr(7));
+  const grpc::Slice parts[] = {head, tail};
+  const grpc::ByteBuffer change(parts, 2);
+  const grpc::Slice whole(raw[0]);
+  const grpc::ByteBuffer reset(&whole, 1);
+  const grpc::Status cancelled(grpc::StatusCode::CANCELLED, "watch cancelled by the client");
+  const grpc::Status no_message(grpc::StatusCode::RESOURCE_EXHAUSTED, "");
+  const grpc::ByteBuffer encoded = EncodeWatchManyResponse({{0, &reset, nullptr},
+                                                            {1, &change, nullptr},
+                                                            {300, nullptr, &cancelled},
+                                                            {-2, &change, nullptr},
+                                                            {0, nullptr, &no_message},
+                                                            {int64_t{1} << 40, &reset, nullptr}});
+  const std::string bytes = watch_testing::BufferBytes(encoded);
+  v1::WatchManyResponse parsed;
+  ASSERT_TRUE(parsed.ParseFromString(bytes));
+  EXPECT_EQ(parsed.SerializeAsString(), bytes);
+  ASSERT_EQ(parsed.events_size(), 6);
+  EXPECT_EQ(parsed.events(0).watch_id(), 0);
+  EXPECT_EQ(parsed.events(0).response().SerializeAsString(), raw[0]);
+  EXPECT_EQ(parsed.events(1).watch_id(), 1);
+  EXPECT_EQ(parsed.events(1).response().SerializeAsString(), raw[1]);
+  EXPECT_EQ(parsed.events(2).watch_id(), 300);
+  EXPECT_EQ(parsed.events(2).ended().code(), static_cast<int>(grpc::StatusCode::CANCELLED));
+  EXPECT_EQ(parsed.events(2).ended().message(), "watch cancelled by the client");
+  EXPECT_EQ(parsed.events(3).watch_id(), -2);
+  EXPECT_EQ(parsed.events(3).response().SerializeAsString(), raw[1]);
+  EXPECT_TRUE(parsed.events(4).has_ended());
+  EXPECT_EQ(parsed.events(4).ended().code(),
+            static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_EQ(parsed.events(5).watch_id(), int64_t{1} << 40);
+  // An empty WatchEnded (code OK, no message) still says the watch ended.
+  const grpc::Status ok_status;
+  const std::string empty_ended =
+      watch_testing::BufferBytes(EncodeWatchManyResponse({{5, nullptr, &ok_status}}));
+  ASSERT_TRUE(parsed.ParseFromString(empty_ended));
+  EXPECT_TRUE(parsed.events(0).has_ended());
+  EXPECT_EQ(parsed.SerializeAsString(), empty_ended);
+}
+
 TEST_F(WatchHubTest, LargeResetComesInChunksMarkedMore) {
   WatchHubOptions options;
   options.reset_chunk_bytes = 100;
@@ -445,7 +501,11 @@ TEST_F(WatchHubTest, ProgressOnRequestAndOnIdleStreams) {
 TEST_F(WatchHubTest, ExternalPumpsAreWokenPerShardAndDoTheSending) {
   MakeHub();
   std::array<std::atomic<int>, 2> wakes{};
-  hub_->SetExternalPumps(2, [&](size_t shard) { wakes.at(shard).fetch_add(1); });
+  std::array<std::atomic<int>, 2> shutdown_wakes{};
+  hub_->SetExternalPumps(2, [&](size_t shard) {
+    wakes.at(shard).fetch_add(1);
+    if (hub_->shutting_down()) shutdown_wakes.at(shard).fetch_add(1);
+  });
   auto stream = std::make_unique<Stream>();
   stream->create = Create({{"app", {}}});
   absl::StatusOr<std::shared_ptr<Watcher>> w = hub_->Open("ipv4:10.0.0.1:1", &stream->sink, 1);
@@ -468,9 +528,19 @@ TEST_F(WatchHubTest, ExternalPumpsAreWokenPerShardAndDoTheSending) {
   ASSERT_EQ(stream->sink.responses().size(), 2u);
   EXPECT_EQ(stream->sink.responses().back().changes().revision(), r);
 
+  // Shutdown wakes every shard once more, with shutting_down() already
+  // true, so each pump's owner can end what the hub does not know; after
+  // that, no wake.
+  EXPECT_FALSE(hub_->shutting_down());
   hub_->Shutdown();
+  EXPECT_TRUE(hub_->shutting_down());
+  EXPECT_EQ(shutdown_wakes[0].load(), 1);
+  EXPECT_EQ(shutdown_wakes[1].load(), 1);
+  EXPECT_EQ(wakes[0].load(), 1);
+  EXPECT_EQ(wakes[1].load(), 2);
   Put("app", "k", "2");
-  EXPECT_EQ(wakes[1].load(), 1) << "no wake after Shutdown";
+  EXPECT_EQ(wakes[0].load(), 1) << "no wake after Shutdown";
+  EXPECT_EQ(wakes[1].load(), 2) << "no wake after Shutdown";
   streams_.push_back(std::move(stream));  // TearDown acknowledges and checks it
 }
 
