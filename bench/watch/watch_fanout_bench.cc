@@ -21,10 +21,20 @@
 //              every --sample_interval. Afterwards the stalled streams read
 //              again and must catch up (they get a reset when they fell out
 //              of the log).
+// --watches_per_stream=N (N > 1) puts the watches on WatchMany streams instead,
+// N on each: --watchers still counts watches, over ceil(watchers / N) streams
+// laid over the connections and queues as single streams are. A watch's
+// revision is followed as a single stream's is, so every per-stream figure
+// above is then per watch ("the last stream" is the last watch), while a
+// message is one WatchManyResponse however many watches it serves: the
+// difference is what the shared stream saves. fanout, sustained and memory
+// take it; stall does not (stopping a stream's reads stalls all its watches).
 // The benchmark measures and reports; it asserts no speed. It exits non-zero
-// only when the setup fails (server, streams, writes).
+// only when the setup fails (server, streams, writes; a watch that a
+// WatchMany stream ends is a failed stream).
 //
 //   watch_fanout_bench --scenario=fanout --watchers=10000 --connections=10 --rounds=7
+//   watch_fanout_bench --scenario=fanout --watchers=10000 --watches_per_stream=100
 #include <grpcpp/grpcpp.h>
 #include <httplib.h>
 #include <unistd.h>
@@ -55,14 +65,17 @@
 #include "tests/testing/server_process.h"
 
 ABSL_FLAG(std::string, scenario, "fanout", "fanout, sustained, memory or stall.");
-ABSL_FLAG(int, watchers, 1000, "Watch streams to open.");
+ABSL_FLAG(int, watchers, 1000, "Watches to open.");
+ABSL_FLAG(int, watches_per_stream, 1,
+          "1: a Watch stream per watch. N > 1: N watches on each WatchMany stream "
+          "(fanout, sustained, memory).");
 ABSL_FLAG(int, connections, 10, "Client connections the streams are spread over.");
 ABSL_FLAG(int, rounds, 5, "fanout: changes to time.");
 ABSL_FLAG(double, write_rate, 50, "sustained/stall: Puts per second.");
 ABSL_FLAG(absl::Duration, duration, absl::Seconds(10), "sustained/stall: how long to write.");
 ABSL_FLAG(int, value_bytes, 100, "Bytes per value written.");
-ABSL_FLAG(int, base_watchers, 1000, "memory: streams open at the first RSS reading.");
-ABSL_FLAG(int, prefix_streams, 1000, "memory: streams in each prefix group.");
+ABSL_FLAG(int, base_watchers, 1000, "memory: watches open at the first RSS reading.");
+ABSL_FLAG(int, prefix_streams, 1000, "memory: watches in each prefix group.");
 ABSL_FLAG(int, prefixes, 100, "memory: extra prefixes per stream in the second group.");
 ABSL_FLAG(double, stalled_percent, 1, "stall: percent of the streams that stop reading.");
 ABSL_FLAG(absl::Duration, sample_interval, absl::Seconds(1), "stall: RSS sampling interval.");
@@ -111,69 +124,20 @@ struct Tally {
   }
 };
 
-// One watch stream on the asynchronous client API. Its events arrive on one
-// of the client's completion queues (ClientQueues), one at a time; Stall,
-// Resume and Cancel come from the measuring thread. At most one read is
-// outstanding, and Finish is requested only after a read fails, so an idle
-// stream keeps a single operation in its queue.
-class WatchStream {
+// What one watch holds, whichever kind of stream carries it. Its responses
+// come from the carrying stream's queue thread, one at a time; revision() is
+// read by the measuring thread.
+class WatchState {
  public:
-  enum class Op { kStart, kWrite, kRead, kFinish };
-  struct Tag {
-    WatchStream* stream;
-    Op op;
-  };
+  explicit WatchState(Tally* tally) : tally_(tally) {}
 
-  WatchStream(v1::WatchService::Stub* stub, grpc::CompletionQueue* cq, Tally* tally,
-              std::vector<std::string> prefixes)
-      : tally_(tally) {
-    v1::WatchCreateRequest* create = request_.mutable_create();
-    v1::WatchFilter* filter = create->add_filters();
-    filter->set_namespace_("bench");
-    for (std::string& p : prefixes) filter->add_prefixes(std::move(p));
-    create->set_mode(v1::DELIVERY_MODE_EVERY_REVISION);
-    call_ = stub->PrepareAsyncWatch(&ctx_, cq);
-    call_->StartCall(&start_tag_);
-  }
-
-  void Cancel() { ctx_.TryCancel(); }
   int64_t revision() const { return revision_.load(std::memory_order_acquire); }
 
-  // stall: from the next message on, the stream stops reading.
-  void Stall() { stall_.store(true); }
-  // Reads again (the read stopped by Stall is started here).
-  void Resume() {
-    stall_.store(false);
-    if (parked_.exchange(false)) call_->Read(&response_, &read_tag_);
-  }
-
-  // On the stream's queue thread.
-  void OnEvent(Op op, bool ok) {
-    switch (op) {
-      case Op::kStart:
-        if (!ok) return Finish();
-        call_->Write(request_, &write_tag_);
-        call_->Read(&response_, &read_tag_);
-        return;
-      case Op::kWrite:
-        return;
-      case Op::kRead:
-        if (!ok) return Finish();
-        return OnRead();
-      case Op::kFinish:
-        return OnDone();
-    }
-  }
-
- private:
-  void Finish() { call_->Finish(&status_, &finish_tag_); }
-
-  void OnRead() {
-    tally_->messages.fetch_add(1, std::memory_order_relaxed);
+  void OnResponse(const v1::WatchResponse& response) {
     int64_t revision = -1;
-    if (response_.has_reset()) {
-      if (!response_.reset().more()) {
-        revision = response_.reset().revision();
+    if (response.has_reset()) {
+      if (!response.reset().more()) {
+        revision = response.reset().revision();
         if (!initial_done_) {
           initial_done_ = true;
           tally_->ready.fetch_add(1);
@@ -182,33 +146,134 @@ class WatchStream {
           tally_->resets.fetch_add(1, std::memory_order_relaxed);
         }
       }
-    } else if (response_.has_changes()) {
-      revision = response_.changes().revision();
-      tally_->deliveries.fetch_add(response_.changes().revisions_size(), std::memory_order_relaxed);
+    } else if (response.has_changes()) {
+      revision = response.changes().revision();
+      tally_->deliveries.fetch_add(response.changes().revisions_size(), std::memory_order_relaxed);
     }
     if (revision > 0) {
       revision_.store(revision, std::memory_order_release);
       const int64_t target = tally_->target.load(std::memory_order_acquire);
       if (target > 0 && revision >= target && reached_ < target) {
         reached_ = target;
-        // Only the stream that completes the count wakes the waiter: a
+        // Only the watch that completes the count wakes the waiter: a
         // wake-up per delivery would cost more than the delivery.
         if (tally_->reached.fetch_add(1) + 1 == tally_->wake_at.load()) tally_->Notify();
       }
     }
-    if (stall_.load()) {
-      parked_.store(true);
-      // Resume may have run between the two loads: then read on here.
-      if (stall_.load() || !parked_.exchange(false)) return;
-    }
-    call_->Read(&response_, &read_tag_);
   }
+
+ private:
+  Tally* const tally_;
+  std::atomic<int64_t> revision_{0};
+  int64_t reached_ = 0;  // responses are sequential: only OnResponse touches it
+  bool initial_done_ = false;
+};
+
+// One stream on the asynchronous client API: a Watch stream carrying one
+// watch or a WatchMany stream carrying several. Its events arrive on one of
+// the client's completion queues (ClientQueues), one at a time; Stall, Resume
+// and Cancel come from the measuring thread. At most one read is outstanding,
+// and Finish is requested only after a read fails, so an idle stream keeps a
+// single operation in its queue.
+class Stream {
+ public:
+  enum class Op { kStart, kWrite, kRead, kFinish };
+  struct Tag {
+    Stream* stream;
+    Op op;
+  };
+
+  virtual ~Stream() = default;
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  void Cancel() { ctx_.TryCancel(); }
+
+  // stall: from the next message on, the stream stops reading.
+  void Stall() { stall_.store(true); }
+  // Reads again (the read stopped by Stall is started here).
+  void Resume() {
+    stall_.store(false);
+    if (parked_.exchange(false)) Read();
+  }
+
+  // On the stream's queue thread.
+  virtual void OnEvent(Op op, bool ok) = 0;
+
+ protected:
+  explicit Stream(Tally* tally) : tally_(tally) {}
+
+  virtual void Read() = 0;
+
+  // After a message: true when the stream stalls instead of reading on.
+  bool Park() {
+    if (!stall_.load()) return false;
+    parked_.store(true);
+    // Resume may have run between the two loads: then read on here.
+    return stall_.load() || !parked_.exchange(false);
+  }
+
+  Tally* const tally_;
+  grpc::ClientContext ctx_;
+  grpc::Status status_;
+  Tag start_tag_{this, Op::kStart};
+  Tag write_tag_{this, Op::kWrite};
+  Tag read_tag_{this, Op::kRead};
+  Tag finish_tag_{this, Op::kFinish};
+
+ private:
+  std::atomic<bool> stall_{false};
+  std::atomic<bool> parked_{false};
+};
+
+v1::WatchCreateRequest CreateRequest(const std::vector<std::string>& prefixes) {
+  v1::WatchCreateRequest create;
+  v1::WatchFilter* filter = create.add_filters();
+  filter->set_namespace_("bench");
+  for (const std::string& p : prefixes) filter->add_prefixes(p);
+  create.set_mode(v1::DELIVERY_MODE_EVERY_REVISION);
+  return create;
+}
+
+// One watch on its own Watch stream.
+class WatchStream : public Stream {
+ public:
+  WatchStream(v1::WatchService::Stub* stub, grpc::CompletionQueue* cq, Tally* tally,
+              const v1::WatchCreateRequest& create, WatchState* watch)
+      : Stream(tally), watch_(watch) {
+    *request_.mutable_create() = create;
+    call_ = stub->PrepareAsyncWatch(&ctx_, cq);
+    call_->StartCall(&start_tag_);
+  }
+
+  void OnEvent(Op op, bool ok) override {
+    switch (op) {
+      case Op::kStart:
+        if (!ok) return Finish();
+        call_->Write(request_, &write_tag_);
+        return Read();
+      case Op::kWrite:
+        return;
+      case Op::kRead:
+        if (!ok) return Finish();
+        tally_->messages.fetch_add(1, std::memory_order_relaxed);
+        watch_->OnResponse(response_);
+        if (!Park()) Read();
+        return;
+      case Op::kFinish:
+        return OnDone();
+    }
+  }
+
+ private:
+  void Read() override { call_->Read(&response_, &read_tag_); }
+  void Finish() { call_->Finish(&status_, &finish_tag_); }
 
   void OnDone() {
     if (status_.error_code() != grpc::StatusCode::CANCELLED) {
       if (tally_->failed.fetch_add(1) < 3) {
         std::fprintf(stderr, "stream ended at revision %lld: %d %s\n",
-                     static_cast<long long>(revision()), status_.error_code(),
+                     static_cast<long long>(watch_->revision()), status_.error_code(),
                      status_.error_message().c_str());
       }
     }
@@ -216,21 +281,113 @@ class WatchStream {
     tally_->Notify();
   }
 
-  Tally* tally_;
-  grpc::ClientContext ctx_;
+  WatchState* const watch_;
   std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::WatchRequest, v1::WatchResponse>> call_;
   v1::WatchRequest request_;
   v1::WatchResponse response_;
-  grpc::Status status_;
-  Tag start_tag_{this, Op::kStart};
-  Tag write_tag_{this, Op::kWrite};
-  Tag read_tag_{this, Op::kRead};
-  Tag finish_tag_{this, Op::kFinish};
-  std::atomic<int64_t> revision_{0};
-  int64_t reached_ = 0;  // reads are sequential: only OnRead touches it
-  bool initial_done_ = false;
-  std::atomic<bool> stall_{false};
-  std::atomic<bool> parked_{false};
+};
+
+// Several watches on one WatchMany stream, named by their index. A failure
+// is counted per watch (Tally::failed), so opening waits for no watch that
+// can no longer become ready.
+class WatchManyStream : public Stream {
+ public:
+  WatchManyStream(v1::WatchService::Stub* stub, grpc::CompletionQueue* cq, Tally* tally,
+                  const v1::WatchCreateRequest& create, std::vector<WatchState*> watches)
+      : Stream(tally),
+        watches_(std::move(watches)),
+        ended_(watches_.size(), false),
+        open_(static_cast<int>(watches_.size())) {
+    *request_.mutable_create() = create;
+    call_ = stub->PrepareAsyncWatchMany(&ctx_, cq);
+    call_->StartCall(&start_tag_);
+  }
+
+  void OnEvent(Op op, bool ok) override {
+    switch (op) {
+      case Op::kStart:
+        if (!ok) return Finish();
+        WriteNext();
+        return Read();
+      case Op::kWrite:
+        // A failed write means the call is over: the read fails as well
+        // and finishes it.
+        if (ok) WriteNext();
+        return;
+      case Op::kRead:
+        if (!ok) return Finish();
+        OnRead();
+        if (!Park()) Read();
+        return;
+      case Op::kFinish:
+        return OnDone();
+    }
+  }
+
+ private:
+  void Read() override { call_->Read(&response_, &read_tag_); }
+  void Finish() {
+    finishing_ = true;
+    call_->Finish(&status_, &finish_tag_);
+  }
+
+  // A call takes one write at a time: each create goes out when the one
+  // before it completed. Reads run meanwhile, so the first watches' initial
+  // states arrive while the last creates are still being sent.
+  void WriteNext() {
+    if (finishing_ || next_ == watches_.size()) return;
+    request_.set_watch_id(static_cast<int64_t>(next_++));
+    call_->Write(request_, &write_tag_);
+  }
+
+  void OnRead() {
+    tally_->messages.fetch_add(1, std::memory_order_relaxed);
+    for (const v1::WatchManyEvent& event : response_.events()) {
+      const int64_t id = event.watch_id();
+      if (id < 0 || id >= static_cast<int64_t>(watches_.size()) ||
+          ended_[static_cast<size_t>(id)]) {
+        Failed(absl::StrCat("event for watch ", id, ", which is not open on the stream"), 1);
+        continue;
+      }
+      const size_t i = static_cast<size_t>(id);
+      if (event.has_ended()) {
+        ended_[i] = true;
+        --open_;
+        Failed(absl::StrCat("watch ", id, " ended at revision ", watches_[i]->revision(), ": ",
+                            event.ended().code(), " ", event.ended().message()),
+               1);
+      } else if (event.has_response()) {
+        watches_[i]->OnResponse(event.response());
+      }
+    }
+  }
+
+  void OnDone() {
+    // The stream ends every watch still open on it.
+    if (status_.error_code() != grpc::StatusCode::CANCELLED) {
+      Failed(
+          absl::StrCat("WatchMany stream with ", open_, " of ", watches_.size(),
+                       " watches open ended: ", status_.error_code(), " ", status_.error_message()),
+          std::max(1, open_));
+    }
+    tally_->ended.fetch_add(1);
+    tally_->Notify();
+  }
+
+  void Failed(const std::string& what, int watches) {
+    if (tally_->failed.fetch_add(watches) < 3) std::fprintf(stderr, "%s\n", what.c_str());
+    tally_->Notify();
+  }
+
+  const std::vector<WatchState*> watches_;
+  // Only the queue thread touches these.
+  std::vector<bool> ended_;
+  int open_;
+  size_t next_ = 0;
+  bool finishing_ = false;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<v1::WatchManyRequest, v1::WatchManyResponse>> call_;
+  v1::WatchManyRequest request_;
+  v1::WatchManyResponse response_;
 };
 
 // The client's completion queues, each drained by its own thread. Several
@@ -245,7 +402,7 @@ class ClientQueues {
         void* tag = nullptr;
         bool ok = false;
         while (cq->Next(&tag, &ok)) {
-          auto* t = static_cast<WatchStream::Tag*>(tag);
+          auto* t = static_cast<Stream::Tag*>(tag);
           t->stream->OnEvent(t->op, ok);
         }
       });
@@ -293,6 +450,15 @@ double CpuSeconds(pid_t pid) {
 
 class Bench {
  public:
+  // A scenario that fails returns without CloseAll: its calls must end before
+  // their queues shut down, or a call finishing after that starts an
+  // operation on a shut-down queue, which gRPC aborts on.
+  ~Bench() {
+    for (auto& s : streams_) s->Cancel();
+    tally_.WaitFor(absl::Seconds(60),
+                   [&] { return tally_.ended.load() >= static_cast<int>(streams_.size()); });
+  }
+
   absl::Status Start(int max_streams, std::vector<std::string> flags) {
     testing::ServerOptions options;
     options.extra_flags = std::move(flags);
@@ -346,7 +512,12 @@ class Bench {
     return static_cast<int64_t>(std::stod(m[1].str()) / 1024);
   }
   Tally& tally() { return tally_; }
-  std::vector<std::unique_ptr<WatchStream>>& streams() { return streams_; }
+  std::vector<std::unique_ptr<Stream>>& streams() { return streams_; }
+  std::vector<std::unique_ptr<WatchState>>& watches() { return watches_; }
+  int watches_per_stream() const { return per_stream_; }
+  // What the output calls a watch: with a stream per watch, as it always has.
+  const char* unit() const { return per_stream_ > 1 ? "watch" : "stream"; }
+  const char* units() const { return per_stream_ > 1 ? "watches" : "streams"; }
 
   // Puts key k<i % 100> in namespace `ns` ("bench" is the watched one); the
   // revision, or -1.
@@ -375,20 +546,34 @@ class Bench {
     return s.ok() ? resp.header().revision() : -1;
   }
 
-  // Opens `n` more streams, each watching `prefixes` (none: the whole
-  // namespace), and waits until all hold their initial state.
+  // Opens `n` more watches, each watching `prefixes` (none: the whole
+  // namespace), on new streams (--watches_per_stream on each, the last one
+  // maybe fewer), and waits until all hold their initial state.
   absl::Status Open(int n, const std::vector<std::string>& prefixes = {}) {
-    const int want = static_cast<int>(streams_.size()) + n;
-    for (int i = 0; i < n; ++i) {
-      const size_t c = streams_.size() % stubs_.size();
-      streams_.push_back(std::make_unique<WatchStream>(
-          stubs_[c].get(), queues_.get(streams_.size()), &tally_, prefixes));
+    const int want = static_cast<int>(watches_.size()) + n;
+    const v1::WatchCreateRequest create = CreateRequest(prefixes);
+    for (int opened = 0; opened < n;) {
+      const int k = std::min(per_stream_, n - opened);
+      std::vector<WatchState*> mine;
+      for (int i = 0; i < k; ++i) {
+        watches_.push_back(std::make_unique<WatchState>(&tally_));
+        mine.push_back(watches_.back().get());
+      }
+      v1::WatchService::Stub* stub = stubs_[streams_.size() % stubs_.size()].get();
+      grpc::CompletionQueue* cq = queues_.get(streams_.size());
+      if (per_stream_ > 1) {
+        streams_.push_back(
+            std::make_unique<WatchManyStream>(stub, cq, &tally_, create, std::move(mine)));
+      } else {
+        streams_.push_back(std::make_unique<WatchStream>(stub, cq, &tally_, create, mine[0]));
+      }
+      opened += k;
     }
     const bool ok = tally_.WaitFor(
         absl::Seconds(180), [&] { return tally_.ready.load() + tally_.failed.load() >= want; });
     if (!ok || tally_.failed.load() > 0) {
-      return absl::UnavailableError(absl::StrCat(
-          tally_.ready.load(), " of ", want, " streams ready, ", tally_.failed.load(), " failed"));
+      return absl::UnavailableError(absl::StrCat(tally_.ready.load(), " of ", want, " ", units(),
+                                                 " ready, ", tally_.failed.load(), " failed"));
     }
     return absl::OkStatus();
   }
@@ -399,25 +584,25 @@ class Bench {
     return RssKiB(pid());
   }
 
-  // Waits until every stream in [begin, end) holds `revision`; the time it
+  // Waits until every watch in [begin, end) holds `revision`; the time it
   // took, or nullopt after `limit`.
   std::optional<absl::Duration> WaitAll(size_t begin, size_t end, int64_t revision,
                                         absl::Duration limit) {
     const absl::Time start = absl::Now();
     while (absl::Now() - start < limit) {
       bool all = true;
-      for (size_t i = begin; i < end && all; ++i) all = streams_[i]->revision() >= revision;
+      for (size_t i = begin; i < end && all; ++i) all = watches_[i]->revision() >= revision;
       if (all) return absl::Now() - start;
       absl::SleepFor(absl::Milliseconds(2));
     }
     return std::nullopt;
   }
 
-  // Streams that ended before CloseAll, and the server's log when any did.
+  // Watches that ended before CloseAll, and the server's log when any did.
   void ReportFailures() {
     const int failed = tally_.failed.load();
     if (failed == 0) return;
-    std::printf("streams that ended early: %d\n", failed);
+    std::printf("%s that ended early: %d\n", units(), failed);
     const std::string log = server_->ReadLog();
     std::fprintf(stderr, "server log (last 2000 bytes):\n%s\n",
                  log.substr(log.size() > 2000 ? log.size() - 2000 : 0).c_str());
@@ -437,8 +622,10 @@ class Bench {
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
   std::vector<std::unique_ptr<v1::WatchService::Stub>> stubs_;
   std::string value_;
+  const int per_stream_ = std::max(1, absl::GetFlag(FLAGS_watches_per_stream));
   Tally tally_;
-  std::vector<std::unique_ptr<WatchStream>> streams_;
+  std::vector<std::unique_ptr<WatchState>> watches_;
+  std::vector<std::unique_ptr<Stream>> streams_;
   // Declared after the streams, so it is destroyed first: its threads drain
   // the last events (the streams were cancelled in CloseAll) while every
   // stream still exists.
@@ -512,11 +699,14 @@ int RunFanout(Bench& bench) {
   const absl::Duration open_time = absl::Now() - open_start;
   const int64_t rss_after = bench.SettledRss();
   Tally& tally = bench.tally();
-  std::printf("fanout: watchers=%d connections=%d open_all=%.0f ms server_pid=%d\n", watchers,
-              absl::GetFlag(FLAGS_connections), absl::ToDoubleMilliseconds(open_time),
-              static_cast<int>(bench.pid()));
-  std::printf("server RSS: %lld KiB before, %lld KiB with idle streams: %.1f KiB per watcher\n",
-              static_cast<long long>(rss_before), static_cast<long long>(rss_after),
+  std::printf(
+      "fanout: watchers=%d watches_per_stream=%d streams=%zu connections=%d open_all=%.0f ms "
+      "server_pid=%d\n",
+      watchers, bench.watches_per_stream(), bench.streams().size(),
+      absl::GetFlag(FLAGS_connections), absl::ToDoubleMilliseconds(open_time),
+      static_cast<int>(bench.pid()));
+  std::printf("server RSS: %lld KiB before, %lld KiB with idle %s: %.1f KiB per watcher\n",
+              static_cast<long long>(rss_before), static_cast<long long>(rss_after), bench.units(),
               static_cast<double>(rss_after - rss_before) / std::max(1, watchers));
   std::fflush(stdout);
 
@@ -526,7 +716,7 @@ int RunFanout(Bench& bench) {
   int64_t delivered_total = 0;
   for (int round = 1; round <= absl::GetFlag(FLAGS_rounds); ++round) {
     // Nothing else writes: the next revision is known before the Put.
-    const int64_t target = bench.streams().front()->revision() + 1;
+    const int64_t target = bench.watches().front()->revision() + 1;
     tally.reached.store(0);
     tally.wake_at.store(watchers);
     tally.target.store(target);
@@ -578,8 +768,11 @@ int RunSustained(Bench& bench) {
   Tally& tally = bench.tally();
   const double rate = absl::GetFlag(FLAGS_write_rate);
   const absl::Duration duration = absl::GetFlag(FLAGS_duration);
-  std::printf("sustained: watchers=%d connections=%d write_rate=%.0f/s duration=%s\n", watchers,
-              absl::GetFlag(FLAGS_connections), rate, absl::FormatDuration(duration).c_str());
+  std::printf(
+      "sustained: watchers=%d watches_per_stream=%d streams=%zu connections=%d "
+      "write_rate=%.0f/s duration=%s\n",
+      watchers, bench.watches_per_stream(), bench.streams().size(),
+      absl::GetFlag(FLAGS_connections), rate, absl::FormatDuration(duration).c_str());
   std::fflush(stdout);
   const int64_t deliveries_begin = tally.deliveries.load();
   const int64_t messages_begin = tally.messages.load();
@@ -590,19 +783,19 @@ int RunSustained(Bench& bench) {
   writer.Join();
   const int64_t last = writer.last_revision();
   const std::optional<absl::Duration> drain =
-      bench.WaitAll(0, bench.streams().size(), last, absl::Seconds(60));
+      bench.WaitAll(0, bench.watches().size(), last, absl::Seconds(60));
   const absl::Duration elapsed = absl::Now() - begin;
   const double cpu = CpuSeconds(bench.pid()) - cpu_begin;
   const double client_cpu = CpuSeconds(getpid()) - client_cpu_begin;
   if (!drain) {
     int behind = 0;
     int64_t lowest = last;
-    for (const auto& st : bench.streams()) {
-      if (st->revision() < last) ++behind;
-      lowest = std::min(lowest, st->revision());
+    for (const auto& w : bench.watches()) {
+      if (w->revision() < last) ++behind;
+      lowest = std::min(lowest, w->revision());
     }
-    std::printf("after 60 s, %d streams still behind the last revision (lowest at %lld)\n", behind,
-                static_cast<long long>(lowest));
+    std::printf("after 60 s, %d %s still behind the last revision (lowest at %lld)\n", behind,
+                bench.units(), static_cast<long long>(lowest));
   }
   const int64_t deliveries = tally.deliveries.load() - deliveries_begin;
   const int64_t messages = tally.messages.load() - messages_begin;
@@ -612,7 +805,7 @@ int RunSustained(Bench& bench) {
               static_cast<double>(writer.writes()) / absl::ToDoubleSeconds(writer.elapsed()),
               static_cast<long long>(writer.errors()), static_cast<long long>(last));
   std::printf(
-      "every stream had the last revision %s after the last write\n",
+      "every %s had the last revision %s after the last write\n", bench.unit(),
       drain ? absl::StrCat(absl::ToDoubleMilliseconds(*drain), " ms").c_str() : "NOT within 60 s");
   std::printf(
       "deliveries: %lld in %.1f s = %.0f/s (of %lld possible); messages: %lld = %.0f/s "
@@ -645,10 +838,14 @@ int RunMemory(Bench& bench) {
   const double per_watcher =
       static_cast<double>(rss_all - rss_base) / static_cast<double>(watchers - base);
   std::printf(
-      "memory: connections=%d; server RSS %lld KiB with %d idle streams, %lld KiB with "
+      "memory: connections=%d%s; server RSS %lld KiB with %d idle %s, %lld KiB with "
       "%d: %.2f KiB per idle watcher\n",
-      absl::GetFlag(FLAGS_connections), static_cast<long long>(rss_base), base,
-      static_cast<long long>(rss_all), watchers, per_watcher);
+      absl::GetFlag(FLAGS_connections),
+      bench.watches_per_stream() > 1
+          ? absl::StrCat(" watches_per_stream=", bench.watches_per_stream()).c_str()
+          : "",
+      static_cast<long long>(rss_base), base, bench.units(), static_cast<long long>(rss_all),
+      watchers, per_watcher);
   std::fflush(stdout);
   // Two groups of equal size: one prefix each, then 1 + `prefixes` each.
   // Prefixes like "prefix-00042/" (13 bytes).
@@ -661,10 +858,10 @@ int RunMemory(Bench& bench) {
   const double per_prefix = static_cast<double>((rss_many - rss_one) - (rss_one - rss_all)) /
                             (static_cast<double>(group) * prefixes);
   std::printf(
-      "prefixes: +%d streams with 1 prefix: +%lld KiB; +%d streams with %d prefixes: "
+      "prefixes: +%d %s with 1 prefix: +%lld KiB; +%d %s with %d prefixes: "
       "+%lld KiB; %.0f bytes per extra prefix (13-byte prefixes)\n",
-      group, static_cast<long long>(rss_one - rss_all), group, prefixes + 1,
-      static_cast<long long>(rss_many - rss_one), per_prefix * 1024);
+      group, bench.units(), static_cast<long long>(rss_one - rss_all), group, bench.units(),
+      prefixes + 1, static_cast<long long>(rss_many - rss_one), per_prefix * 1024);
   bench.CloseAll();
   return 0;
 }
@@ -784,7 +981,7 @@ int RunStall(Bench& bench) {
     while (absl::Now() - start < absl::Seconds(60)) {
       bool all = true;
       for (size_t i : active_index) {
-        if (streams[i]->revision() < last) {
+        if (bench.watches()[i]->revision() < last) {
           all = false;
           break;
         }
@@ -829,6 +1026,9 @@ int RunStall(Bench& bench) {
 
 int Run() {
   const std::string scenario = absl::GetFlag(FLAGS_scenario);
+  // The server's stream limits (total and per peer: every connection here is
+  // one peer) count watches, each watch of a WatchMany stream as one, so
+  // they are sized by the watch count whatever --watches_per_stream is.
   int max_streams = absl::GetFlag(FLAGS_watchers);
   std::vector<std::string> flags;
   if (scenario == "stall") {
@@ -840,6 +1040,18 @@ int Run() {
       scenario != "stall") {
     std::fprintf(stderr, "unknown --scenario=%s (fanout, sustained, memory, stall)\n",
                  scenario.c_str());
+    return 2;
+  }
+  const int per_stream = absl::GetFlag(FLAGS_watches_per_stream);
+  if (per_stream < 1) {
+    std::fprintf(stderr, "--watches_per_stream=%d: must be at least 1\n", per_stream);
+    return 2;
+  }
+  if (per_stream > 1 && scenario == "stall") {
+    std::fprintf(stderr,
+                 "--scenario=stall takes only --watches_per_stream=1: a stalled stream stops "
+                 "reading for every watch on it, so stalled and active watches would need "
+                 "streams of their own\n");
     return 2;
   }
   Bench bench;
