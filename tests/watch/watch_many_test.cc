@@ -1,7 +1,8 @@
 // WatchMany against real snapconfd processes: many watches on one stream keep
 // the watch contract each (checked against the server's history under
 // concurrent writers, cancels, re-creates and a SIGKILL and restart), one
-// server message carries the events of many watches, a watch's own failure
+// server message carries the events of many watches, a stalled stream
+// falls behind and recovers without holding others up, a watch's own failure
 // ends only that watch, and protocol errors and shutdown end the stream.
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
@@ -343,6 +344,72 @@ TEST(WatchManyTest, OneMessageCarriesTheChangeToManyWatches) {
   EXPECT_LE(messages, 5);
   RecordProperty("messages", messages);
   stream.Finish();
+}
+
+// A WatchMany stream whose reader stops holds at most one message per watch
+// in the server; its watches fall behind retention meanwhile and, once it
+// reads again, catch up as a Watch stream would (a reset for EVERY_REVISION,
+// a net difference for LATEST_STATE). Another stream is not held up.
+TEST(WatchManyTest, AStalledStreamFallsBehindAndRecoversOthersGoOn) {
+  testing::ServerOptions options;
+  options.extra_flags = {"--watch_log_revisions=8", "--watch_progress_interval=200ms"};
+  auto started = ServerProcess::Start(options);
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = *std::move(started);
+  auto channel = Connect(server->address());
+  auto stub = v1::ConfigService::NewStub(channel);
+  ASSERT_TRUE(Txn(*stub, {{"slow", "k0", "v"}}).ok());
+
+  const std::vector<v1::WatchCreateRequest> creates = {
+      Create({{"slow", ""}}, 0, v1::DELIVERY_MODE_EVERY_REVISION),
+      Create({{"slow", ""}}, 0, v1::DELIVERY_MODE_LATEST_STATE)};
+  std::vector<WatchTrace> traces(2);
+  ManyStream stalled(Connect(server->address(), /*small_window=*/true));
+  ManyStream live(channel);
+  for (int i = 0; i < 2; ++i) {
+    traces[i].Start(creates[i]);
+    ASSERT_TRUE(stalled.Create(i, creates[i]));
+    ASSERT_TRUE(live.Create(i, creates[i]));
+  }
+  // Reads `stream` until both of its watches hold `until`, recording what
+  // the stalled one receives.
+  auto follow = [&](ManyStream& stream, bool record, int64_t until) {
+    int64_t at[2] = {-1, -1};
+    return ReadUntil(stream, [&](const v1::WatchManyEvent& e) {
+      EXPECT_FALSE(e.has_ended()) << e.DebugString();
+      const size_t id = static_cast<size_t>(e.watch_id()) % 2;
+      if (record) traces[id].Receive(e.response());
+      if (const int64_t r = RevisionAfter(e.response()); r >= 0) at[id] = r;
+      return std::min(at[0], at[1]) >= until;
+    });
+  };
+  ASSERT_TRUE(follow(stalled, true, 1));
+
+  // The stalled stream reads nothing while 60 revisions of 8 KiB go by; the
+  // live one follows every one of them.
+  const std::string big(8 * 1024, 'v');
+  for (int i = 0; i < 60; ++i) {
+    ASSERT_TRUE(Txn(*stub, {{"slow", absl::StrCat("k", i % 5), absl::StrCat(i, big)}}).ok());
+  }
+  const int64_t head = Head(channel);
+  ASSERT_TRUE(follow(live, false, head));
+  ASSERT_TRUE(follow(stalled, true, head));
+  stalled.Finish();
+  live.Finish();
+
+  ASSERT_OK_AND_ASSIGN(const std::vector<v1::ChangeRecord> history, ReadFullHistory(channel));
+  ContractChecker checker(history);
+  CheckResult every, latest;
+  ExpectClean(checker, traces[0], head, "every", &every);
+  ExpectClean(checker, traces[1], head, "latest", &latest);
+  bool fell_behind = false;
+  for (const auto& e : traces[0].events()) {
+    fell_behind |=
+        e.response.has_reset() && e.response.reset().reason() == v1::RESET_REASON_FELL_BEHIND;
+  }
+  EXPECT_TRUE(fell_behind);
+  EXPECT_EQ(latest.resets, 1);  // only the initial one
+  EXPECT_GE(latest.net, 1);
 }
 
 TEST(WatchManyTest, AWatchsOwnErrorsEndOnlyThatWatch) {
