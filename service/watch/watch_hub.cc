@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/impl/grpc_library.h"
 #include "grpcpp/support/slice.h"
+#include "service/watch/wire.h"
 
 namespace snapconf {
 namespace {
@@ -31,22 +32,8 @@ constexpr char kTagRevisions = 0x1a;        // WatchChanges.revisions (3, LEN)
 constexpr char kTagRcRevision = 0x08;       // RevisionChanges.revision (1, VARINT)
 constexpr char kTagRcChange = 0x12;         // RevisionChanges.changes (2, LEN)
 
-void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
+using watch_wire::PutVarint;
+using watch_wire::VarintSize;
 
 void FillEntry(std::string_view ns, std::string_view key, const Entry& entry, v1::Entry* out) {
   if (!ns.empty()) out->set_namespace_(std::string(ns));

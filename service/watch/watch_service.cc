@@ -15,6 +15,7 @@
 #include "grpcpp/alarm.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "service/watch/wire.h"
 
 namespace snapconf {
 
@@ -30,15 +31,7 @@ static grpc::Status ToGrpc(const absl::Status& status) {
 // queue's wake alarm.
 enum class EventKind { kAccept, kRead, kWrite, kFinish, kDone, kWake };
 
-// A stream served on one completion queue: its events arrive on the queue's
-// thread, one at a time.
-class QueueCall {
- public:
-  virtual ~QueueCall() = default;
-  // Requests the next stream of its method (under the service's lock).
-  virtual void RequestLocked() = 0;
-  virtual void OnEvent(EventKind kind, bool ok) = 0;
-};
+class QueueCall;
 
 struct EventTag {
   QueueCall* call;
@@ -64,6 +57,44 @@ struct WatchServiceImpl::Queue {
   std::atomic<bool> has_dirty{false};
 };
 
+// A stream served on one completion queue (a Watch or a WatchMany call): its
+// events arrive on the queue's thread, one at a time.
+class QueueCall {
+ public:
+  using Kind = EventKind;
+  using Tag = EventTag;
+
+  QueueCall(WatchServiceImpl* service, WatchServiceImpl::Queue* queue)
+      : service_(service), queue_(queue), cq_(queue->cq.get()), stream_(&context_) {}
+  virtual ~QueueCall() = default;
+  QueueCall(const QueueCall&) = delete;
+  QueueCall& operator=(const QueueCall&) = delete;
+
+  // Requests the next stream on the queue (false: the service is stopping
+  // and the call was not registered).
+  bool Request() {
+    context_.AsyncNotifyWhenDone(&done_tag_);
+    return service_->Accept(this);
+  }
+  // Requests the next stream of its method (under the service's lock).
+  virtual void RequestLocked() = 0;
+  virtual void OnEvent(Kind kind, bool ok) = 0;
+
+ protected:
+  WatchServiceImpl* const service_;
+  WatchServiceImpl::Queue* const queue_;
+  grpc::ServerCompletionQueue* const cq_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
+  Tag accept_tag_{this, Kind::kAccept};
+  Tag read_tag_{this, Kind::kRead};
+  Tag write_tag_{this, Kind::kWrite};
+  Tag finish_tag_{this, Kind::kFinish};
+  Tag done_tag_{this, Kind::kDone};
+  std::shared_ptr<void> admission_;  // released when the call is deleted
+  grpc::ByteBuffer request_;         // read in flight; reads are sequential
+};
+
 // The queue whose thread is running, if any: a sink call from that thread
 // needs no wake, the thread flushes before it waits again.
 static thread_local const void* current_queue = nullptr;
@@ -75,18 +106,8 @@ static thread_local const void* current_queue = nullptr;
 // operation is outstanding.
 class WatchCall final : public QueueCall, private WatchSink {
  public:
-  using Kind = EventKind;
-  using Tag = EventTag;
+  using QueueCall::QueueCall;
 
-  WatchCall(WatchServiceImpl* service, WatchServiceImpl::Queue* queue)
-      : service_(service), queue_(queue), cq_(queue->cq.get()), stream_(&context_) {}
-
-  // Requests the next stream on the queue (false: the service is stopping
-  // and the call was not registered).
-  bool Request() {
-    context_.AsyncNotifyWhenDone(&done_tag_);
-    return service_->Accept(this);
-  }
   void RequestLocked() override {
     service_->RequestWatch(&context_, &stream_, cq_, cq_, &accept_tag_);
   }
@@ -251,19 +272,7 @@ class WatchCall final : public QueueCall, private WatchSink {
     delete this;
   }
 
-  WatchServiceImpl* const service_;
-  WatchServiceImpl::Queue* const queue_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext context_;
-  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
-  Tag accept_tag_{this, Kind::kAccept};
-  Tag read_tag_{this, Kind::kRead};
-  Tag write_tag_{this, Kind::kWrite};
-  Tag finish_tag_{this, Kind::kFinish};
-  Tag done_tag_{this, Kind::kDone};
   std::shared_ptr<Watcher> watcher_;  // null when the stream was refused
-  std::shared_ptr<void> admission_;   // released when the call is deleted
-  grpc::ByteBuffer request_;          // read in flight; reads are sequential
   bool created_ = false;              // touched only on the queue's thread
 
   Mutex mu_;
@@ -276,22 +285,8 @@ class WatchCall final : public QueueCall, private WatchSink {
 
 namespace {
 
-void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-size_t VarintSize(uint64_t v) {
-  size_t n = 1;
-  while (v >= 0x80) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
+using watch_wire::PutVarint;
+using watch_wire::VarintSize;
 
 // Field tags of WatchManyResponse, WatchManyEvent and WatchEnded.
 constexpr char kEventsTag = 0x0a;    // WatchManyResponse.events = 1, bytes
@@ -378,16 +373,8 @@ grpc::ByteBuffer EncodeWatchManyResponse(const std::vector<WatchManyEventBytes>&
 // so the call is never deleted while it is on the queue's dirty list.
 class MuxCall final : public QueueCall {
  public:
-  using Kind = EventKind;
-  using Tag = EventTag;
+  using QueueCall::QueueCall;
 
-  MuxCall(WatchServiceImpl* service, WatchServiceImpl::Queue* queue)
-      : service_(service), queue_(queue), cq_(queue->cq.get()), stream_(&context_) {}
-
-  bool Request() {
-    context_.AsyncNotifyWhenDone(&done_tag_);
-    return service_->Accept(this);
-  }
   void RequestLocked() override {
     service_->RequestWatchMany(&context_, &stream_, cq_, cq_, &accept_tag_);
   }
@@ -619,18 +606,6 @@ class MuxCall final : public QueueCall {
     service_->MarkDirty(queue_, this);
   }
 
-  WatchServiceImpl* const service_;
-  WatchServiceImpl::Queue* const queue_;
-  grpc::ServerCompletionQueue* const cq_;
-  grpc::ServerContext context_;
-  grpc::ServerAsyncReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer> stream_;
-  Tag accept_tag_{this, Kind::kAccept};
-  Tag read_tag_{this, Kind::kRead};
-  Tag write_tag_{this, Kind::kWrite};
-  Tag finish_tag_{this, Kind::kFinish};
-  Tag done_tag_{this, Kind::kDone};
-  std::shared_ptr<void> admission_;  // released when the call is deleted
-  grpc::ByteBuffer request_;         // read in flight; reads are sequential
   // Open watches by id; only the queue's thread touches it. A watch leaves
   // when its end is flushed, so its id is taken until the client can know
   // it ended.

@@ -130,6 +130,7 @@ class WatchServiceImpl final
   void Stop();
 
  private:
+  friend class QueueCall;
   friend class WatchCall;
   friend class MuxCall;
 
