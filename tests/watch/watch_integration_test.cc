@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -34,8 +35,10 @@ using testing::ServerProcess;
 using watch_testing::CheckResult;
 using watch_testing::Connect;
 using watch_testing::ContractChecker;
+using watch_testing::ContractRun;
 using watch_testing::Create;
 using watch_testing::ExpectClean;
+using watch_testing::ExpectShutdownEndsStreams;
 using watch_testing::Head;
 using watch_testing::In;
 using watch_testing::ReadFullHistory;
@@ -84,59 +87,13 @@ class Stream {
   std::unique_ptr<grpc::ClientReaderWriter<v1::WatchRequest, v1::WatchResponse>> rw_;
 };
 
-const std::vector<std::string> kNamespaces = {"app/a", "app/b", "app/c"};
-
 TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
-  testing::ServerOptions options;
-  options.extra_flags = {"--watch_log_revisions=30", "--watch_progress_interval=200ms",
-                         "--grace_period=1s"};
-  auto started = ServerProcess::Start(options);
-  ASSERT_TRUE(started.ok()) << started.status();
-  std::unique_ptr<ServerProcess> server = *std::move(started);
-  const std::string address = server->address();
-  {
-    auto channel = Connect(address);
-    auto stub = v1::ConfigService::NewStub(channel);
-    for (int i = 0; i < 40; ++i) {  // older than the log by the time watchers start
-      ASSERT_TRUE(Txn(*stub, {{kNamespaces[i % 3], absl::StrCat("x", i % 7), "seed"}}).ok());
-    }
-  }
-
-  constexpr int kWriters = 2;
-  constexpr int kTxnsPerWriter = 120;
+  ContractRun run;
+  ASSERT_NO_FATAL_FAILURE(run.Start());
+  const std::string address = run.address();
+  const auto& kNamespaces = ContractRun::kNamespaces;
   constexpr int kWatchers = 8;
-  std::atomic<int> written{0};
-  std::atomic<bool> writers_done{false};
-  std::atomic<int64_t> final_head{-1};
-
-  std::vector<std::thread> writers;
-  for (int w = 0; w < kWriters; ++w) {
-    writers.emplace_back([&, w] {
-      std::mt19937 rng(w + 1);
-      auto channel = Connect(address);
-      auto stub = v1::ConfigService::NewStub(channel);
-      const absl::Time deadline = absl::Now() + absl::Seconds(30);
-      for (int i = 0; i < kTxnsPerWriter && absl::Now() < deadline; ++i) {
-        std::vector<std::tuple<std::string, std::string, std::string>> puts;
-        std::vector<std::pair<std::string, std::string>> deletes;
-        std::set<std::string> used;
-        const int ops = 1 + static_cast<int>(rng() % 4);
-        for (int j = 0; j < ops; ++j) {
-          const std::string ns = kNamespaces[rng() % 3];
-          const std::string key = absl::StrCat(rng() % 2 ? "x" : "y", rng() % 7);
-          if (!used.insert(ns + "\n" + key).second) continue;
-          if (rng() % 6 == 0) {
-            deletes.push_back({ns, key});
-          } else {
-            puts.push_back({ns, key, absl::StrCat("w", w, "-", i)});
-          }
-        }
-        grpc::Status s = Txn(*stub, puts, deletes);
-        if (!s.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));  // restarting
-        written++;
-      }
-    });
-  }
+  run.StartWriters();
 
   struct Watcher {
     WatchTrace trace;
@@ -145,7 +102,7 @@ TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
   };
   std::vector<Watcher> watchers(kWatchers);
   std::vector<std::thread> readers;
-  const int64_t head0 = Head(Connect(address));
+  const int64_t head0 = run.head0();
   for (int i = 0; i < kWatchers; ++i) {
     readers.emplace_back([&, i] {
       std::mt19937 rng(1000 + i);
@@ -171,12 +128,12 @@ TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
         while (stream.Read(&response)) {
           me.trace.Receive(response);
           if (const int64_t r = RevisionAfter(response); r >= 0) me.last = r;
-          const int64_t target = final_head.load();
+          const int64_t target = run.final_head();
           if (target >= 0 && me.last >= target) {
             done = true;
             break;
           }
-          if (++received == cancel_after && rng() % 2 == 0 && !writers_done) break;
+          if (++received == cancel_after && rng() % 2 == 0 && !run.writers_done()) break;
         }
         stream.Finish();
         if (done) return;
@@ -190,48 +147,18 @@ TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
 
   // Halfway through, the server dies without warning and comes back on the
   // same address with the same data.
-  const absl::Time wait_until = absl::Now() + absl::Seconds(20);
-  while (written < kWriters * kTxnsPerWriter / 2 && absl::Now() < wait_until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(server->Kill().ok());
-  ASSERT_TRUE(server->Restart(/*same_port=*/true).ok()) << server->ReadLog();
-  ASSERT_EQ(server->address(), address);
-
-  for (auto& t : writers) t.join();
-  auto channel = Connect(address);
-  // Make sure the future start (head0 + 25) is reached even if writes failed.
-  auto stub = v1::ConfigService::NewStub(channel);
-  while (Head(channel) < head0 + 30) {
-    // Not an ASSERT: the readers must still be joined, and the server's log
-    // says why a write failed.
-    const grpc::Status s = Txn(*stub, {{"app/z", "pad", "p"}}, {}, /*wait_for_ready=*/true);
-    if (!s.ok()) {
-      ADD_FAILURE() << "a write after the restart failed: " << s.error_code() << " "
-                    << s.error_message() << "\nserver log:\n"
-                    << server->ReadLog();
-      break;
-    }
-  }
-  final_head = Head(channel);
-  writers_done = true;
+  run.RestartHalfwayAndFinish();
   for (auto& t : readers) t.join();
 
-  ASSERT_OK_AND_ASSIGN(const std::vector<v1::ChangeRecord> history, ReadFullHistory(channel));
-  ASSERT_EQ(static_cast<int64_t>(history.size()), final_head.load());
-  ContractChecker checker(history);
-  int resets = 0, nets = 0, streams = 0;
+  std::map<std::string, const WatchTrace*> traces;
+  int streams = 0;
   for (int i = 0; i < kWatchers; ++i) {
-    CheckResult r;
-    ExpectClean(checker, watchers[i].trace, final_head, absl::StrCat("watcher ", i), &r);
-    resets += r.resets;
-    nets += r.net;
+    traces[absl::StrCat("watcher ", i)] = &watchers[i].trace;
     streams += watchers[i].streams;
   }
+  run.CheckTraces(traces);
   EXPECT_GT(streams, kWatchers);  // cancels, resumes and the restart happened
   RecordProperty("streams", streams);
-  RecordProperty("resets", resets);
-  RecordProperty("net", nets);
 }
 
 TEST(WatchIntegrationTest, SlowReadersFallBehindAndRecover) {
@@ -363,29 +290,9 @@ TEST(WatchIntegrationTest, ShutdownEndsStreamsWithUnavailable) {
         std::make_unique<Stream>(channel, Create({{"sd", ""}}, 0, v1::DELIVERY_MODE_LATEST_STATE)));
     ASSERT_TRUE(streams.back()->Read(&r));
   }
-  // Clients read on while the server stops, as real ones do. What is
-  // measured is when each stream's status arrives: the process itself may
-  // linger until idle client connections close, whatever the watch streams do.
-  std::vector<grpc::Status> statuses(streams.size());
-  std::vector<absl::Duration> ended(streams.size());
-  std::vector<std::thread> readers;
-  const absl::Time begin = absl::Now();
-  for (size_t i = 0; i < streams.size(); ++i) {
-    readers.emplace_back([&, i] {
-      statuses[i] = streams[i]->FinishWithoutCancel();
-      ended[i] = absl::Now() - begin;
-    });
-  }
-  auto exit_code = server->Terminate();
-  for (auto& t : readers) t.join();
-  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
-  EXPECT_EQ(*exit_code, 0);
-  for (size_t i = 0; i < streams.size(); ++i) {
-    EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::UNAVAILABLE)
-        << statuses[i].error_message();
-    EXPECT_THAT(statuses[i].error_message(), ::testing::HasSubstr("shutting down"));
-    EXPECT_LT(ended[i], absl::Seconds(3));  // well before the 10 s grace period
-  }
+  std::vector<std::function<grpc::Status()>> finish;
+  for (auto& stream : streams) finish.push_back([&s = *stream] { return s.FinishWithoutCancel(); });
+  ExpectShutdownEndsStreams(*server, finish);
 }
 
 }  // namespace

@@ -35,8 +35,10 @@ using testing::ServerProcess;
 using watch_testing::CheckResult;
 using watch_testing::Connect;
 using watch_testing::ContractChecker;
+using watch_testing::ContractRun;
 using watch_testing::Create;
 using watch_testing::ExpectClean;
+using watch_testing::ExpectShutdownEndsStreams;
 using watch_testing::Head;
 using watch_testing::In;
 using watch_testing::ReadFullHistory;
@@ -104,59 +106,14 @@ bool ReadUntil(ManyStream& stream, Done done) {
   return false;
 }
 
-const std::vector<std::string> kNamespaces = {"app/a", "app/b", "app/c"};
-
 TEST(WatchManyTest, ContractHoldsForEveryWatchUnderWritesCancelsAndARestart) {
-  testing::ServerOptions options;
-  options.extra_flags = {"--watch_log_revisions=30", "--watch_progress_interval=200ms",
-                         "--grace_period=1s"};
-  auto started = ServerProcess::Start(options);
-  ASSERT_TRUE(started.ok()) << started.status();
-  std::unique_ptr<ServerProcess> server = *std::move(started);
-  const std::string address = server->address();
-  {
-    auto stub = v1::ConfigService::NewStub(Connect(address));
-    for (int i = 0; i < 40; ++i) {  // older than the log by the time watches start
-      ASSERT_TRUE(Txn(*stub, {{kNamespaces[i % 3], absl::StrCat("x", i % 7), "seed"}}).ok());
-    }
-  }
-
-  constexpr int kWriters = 2;
-  constexpr int kTxnsPerWriter = 120;
+  ContractRun run;
+  ASSERT_NO_FATAL_FAILURE(run.Start());
+  const std::string address = run.address();
+  const auto& kNamespaces = ContractRun::kNamespaces;
   constexpr int kStreams = 2;
   constexpr int kWatchesPerStream = 10;
-  std::atomic<int> written{0};
-  std::atomic<bool> writers_done{false};
-  std::atomic<int64_t> final_head{-1};
-
-  std::vector<std::thread> writers;
-  for (int w = 0; w < kWriters; ++w) {
-    writers.emplace_back([&, w] {
-      std::mt19937 rng(w + 1);
-      auto stub = v1::ConfigService::NewStub(Connect(address));
-      const absl::Time deadline = absl::Now() + absl::Seconds(30);
-      for (int i = 0; i < kTxnsPerWriter && absl::Now() < deadline; ++i) {
-        std::vector<std::tuple<std::string, std::string, std::string>> puts;
-        std::vector<std::pair<std::string, std::string>> deletes;
-        std::set<std::string> used;
-        const int ops = 1 + static_cast<int>(rng() % 4);
-        for (int j = 0; j < ops; ++j) {
-          const std::string ns = kNamespaces[rng() % 3];
-          const std::string key = absl::StrCat(rng() % 2 ? "x" : "y", rng() % 7);
-          if (!used.insert(ns + "\n" + key).second) continue;
-          if (rng() % 6 == 0) {
-            deletes.push_back({ns, key});
-          } else {
-            puts.push_back({ns, key, absl::StrCat("w", w, "-", i)});
-          }
-        }
-        if (!Txn(*stub, puts, deletes).ok()) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(20));  // restarting
-        }
-        written++;
-      }
-    });
-  }
+  run.StartWriters();
 
   // A watch of the test: its trace over every (re)create, and where it is.
   struct Watch {
@@ -171,7 +128,7 @@ TEST(WatchManyTest, ContractHoldsForEveryWatchUnderWritesCancelsAndARestart) {
     bool cancelling = false;
     bool done = false;
   };
-  const int64_t head0 = Head(Connect(address));
+  const int64_t head0 = run.head0();
   std::vector<std::vector<Watch>> all(kStreams, std::vector<Watch>(kWatchesPerStream));
   std::atomic<int> batched{0};  // messages carrying events of several watches
   std::vector<std::thread> readers;
@@ -236,13 +193,13 @@ TEST(WatchManyTest, ContractHoldsForEveryWatchUnderWritesCancelsAndARestart) {
             if (w.done) continue;  // cancelled at the final revision
             w.trace.Receive(e.response());
             if (const int64_t r = RevisionAfter(e.response()); r >= 0) w.last = r;
-            const int64_t target = final_head.load();
+            const int64_t target = run.final_head();
             if (target >= 0 && w.last >= target) {
               w.done = true;
               if (!w.cancelling) stream.Cancel(e.watch_id());
               w.cancelling = true;
             } else if (++w.received == w.cancel_after && !w.cancelling && rng() % 2 == 0 &&
-                       !writers_done) {
+                       !run.writers_done()) {
               stream.Cancel(e.watch_id());
               w.cancelling = true;
             }
@@ -260,47 +217,21 @@ TEST(WatchManyTest, ContractHoldsForEveryWatchUnderWritesCancelsAndARestart) {
 
   // Halfway through, the server dies without warning and comes back on the
   // same address with the same data.
-  const absl::Time wait_until = absl::Now() + absl::Seconds(20);
-  while (written < kWriters * kTxnsPerWriter / 2 && absl::Now() < wait_until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  ASSERT_TRUE(server->Kill().ok());
-  ASSERT_TRUE(server->Restart(/*same_port=*/true).ok()) << server->ReadLog();
-
-  for (auto& t : writers) t.join();
-  auto channel = Connect(address);
-  auto stub = v1::ConfigService::NewStub(channel);
-  while (Head(channel) < head0 + 30) {  // the future start is reached
-    const grpc::Status s = Txn(*stub, {{"app/z", "pad", "p"}}, {}, /*wait_for_ready=*/true);
-    if (!s.ok()) {
-      ADD_FAILURE() << "a write after the restart failed: " << s.error_message() << "\n"
-                    << server->ReadLog();
-      break;
-    }
-  }
-  final_head = Head(channel);
-  writers_done = true;
+  run.RestartHalfwayAndFinish();
   for (auto& t : readers) t.join();
 
-  ASSERT_OK_AND_ASSIGN(const std::vector<v1::ChangeRecord> history, ReadFullHistory(channel));
-  ASSERT_EQ(static_cast<int64_t>(history.size()), final_head.load());
-  ContractChecker checker(history);
-  int creates = 0, resets = 0, nets = 0;
+  std::map<std::string, const WatchTrace*> traces;
+  int creates = 0;
   for (int s = 0; s < kStreams; ++s) {
     for (int i = 0; i < kWatchesPerStream; ++i) {
-      CheckResult r;
-      ExpectClean(checker, all[s][i].trace, final_head, absl::StrCat("stream ", s, " watch ", i),
-                  &r);
+      traces[absl::StrCat("stream ", s, " watch ", i)] = &all[s][i].trace;
       creates += all[s][i].creates;
-      resets += r.resets;
-      nets += r.net;
     }
   }
+  run.CheckTraces(traces);
   EXPECT_GT(creates, kStreams * kWatchesPerStream);  // cancels, re-creates, the restart
   EXPECT_GT(batched.load(), 0);
   RecordProperty("creates", creates);
-  RecordProperty("resets", resets);
-  RecordProperty("net", nets);
   RecordProperty("batched_messages", batched.load());
 }
 
@@ -535,27 +466,8 @@ TEST(WatchManyTest, ShutdownEndsEveryStreamWithUnavailable) {
   ASSERT_TRUE(idle.Create(7, v1::WatchCreateRequest()));
   ASSERT_TRUE(ReadUntil(idle, [](const v1::WatchManyEvent& e) { return e.has_ended(); }));
 
-  std::vector<ManyStream*> streams = {&busy, &idle};
-  std::vector<grpc::Status> statuses(streams.size());
-  std::vector<absl::Duration> ended(streams.size());
-  std::vector<std::thread> readers;
-  const absl::Time begin = absl::Now();
-  for (size_t i = 0; i < streams.size(); ++i) {
-    readers.emplace_back([&, i] {
-      statuses[i] = streams[i]->FinishWithoutCancel();
-      ended[i] = absl::Now() - begin;
-    });
-  }
-  auto exit_code = server->Terminate();
-  for (auto& t : readers) t.join();
-  ASSERT_TRUE(exit_code.ok()) << exit_code.status();
-  EXPECT_EQ(*exit_code, 0);
-  for (size_t i = 0; i < streams.size(); ++i) {
-    EXPECT_EQ(statuses[i].error_code(), grpc::StatusCode::UNAVAILABLE)
-        << i << ": " << statuses[i].error_message();
-    EXPECT_THAT(statuses[i].error_message(), HasSubstr("shutting down"));
-    EXPECT_LT(ended[i], absl::Seconds(3)) << i;  // well before the 10 s grace period
-  }
+  ExpectShutdownEndsStreams(*server, {[&] { return busy.FinishWithoutCancel(); },
+                                      [&] { return idle.FinishWithoutCancel(); }});
 }
 
 }  // namespace
