@@ -296,6 +296,14 @@ constexpr char kEndedTag = 0x1a;     // WatchManyEvent.ended = 3, bytes
 constexpr char kCodeTag = 0x08;      // WatchEnded.code = 1, varint
 constexpr char kMessageTag = 0x12;   // WatchEnded.message = 2, bytes
 
+// Bytes of a WatchManyResponse.events element for watch `id` whose response
+// or ended body has `body` bytes.
+size_t WatchManyEventSize(int64_t id, size_t body) {
+  const auto v = static_cast<uint64_t>(id);
+  const size_t inner = (v == 0 ? 0 : 1 + VarintSize(v)) + 1 + VarintSize(body) + body;
+  return 1 + VarintSize(inner) + inner;
+}
+
 }  // namespace
 
 grpc::ByteBuffer EncodeWatchManyResponse(const std::vector<WatchManyEventBytes>& events) {
@@ -650,7 +658,10 @@ void MuxCall::Flush() {
       size_t bytes = 0;
       size_t n = 0;
       for (; n < pending_.size(); ++n) {
-        const size_t size = pending_[n].ended ? 64 : pending_[n].message.Length() + 16;
+        const Item& item = pending_[n];
+        // An ended event's body is at most a code and the message.
+        const size_t size = WatchManyEventSize(
+            item.id, item.ended ? 17 + item.ended->error_message().size() : item.message.Length());
         if (n > 0 && bytes + size > limit) break;
         bytes += size;
       }

@@ -343,6 +343,45 @@ TEST(WatchManyTest, AStalledStreamFallsBehindAndRecoversOthersGoOn) {
   EXPECT_GE(latest.net, 1);
 }
 
+// The watches' messages are split over several WatchManyResponses of at most
+// 4 MiB (the server's message bound) rather than sent as one large message.
+TEST(WatchManyTest, PendingMessagesAreSplitAtTheMessageBound) {
+  auto started = ServerProcess::Start();
+  ASSERT_TRUE(started.ok()) << started.status();
+  std::unique_ptr<ServerProcess> server = *std::move(started);
+  auto channel = Connect(server->address());
+  auto stub = v1::ConfigService::NewStub(channel);
+  ASSERT_TRUE(Txn(*stub, {{"big", "a", "0"}}).ok());
+  constexpr int kWatches = 4;
+  ManyStream stream(channel);
+  for (int i = 0; i < kWatches; ++i) {
+    ASSERT_TRUE(stream.Create(i, Create({{"big", ""}}, 0, v1::DELIVERY_MODE_EVERY_REVISION)));
+  }
+  std::set<int64_t> ready;
+  ASSERT_TRUE(ReadUntil(stream, [&](const v1::WatchManyEvent& e) {
+    ready.insert(e.watch_id());
+    return ready.size() == kWatches;
+  }));
+
+  // One revision of ~1.8 MiB: 7.2 MiB pending for the four watches.
+  const std::string value(900 << 10, 'v');
+  ASSERT_TRUE(Txn(*stub, {{"big", "a", value}, {"big", "b", value}}).ok());
+  int events = 0;
+  int messages = 0;
+  v1::WatchManyResponse r;
+  while (events < kWatches && messages < 10 && stream.Read(&r)) {
+    messages++;
+    EXPECT_LE(r.ByteSizeLong(), size_t{4} << 20);
+    for (const v1::WatchManyEvent& e : r.events()) {
+      EXPECT_EQ(e.response().changes().revisions(0).changes_size(), 2);
+      events++;
+    }
+  }
+  EXPECT_EQ(events, kWatches);
+  EXPECT_GE(messages, 2);
+  stream.Finish();
+}
+
 TEST(WatchManyTest, AWatchsOwnErrorsEndOnlyThatWatch) {
   auto started = ServerProcess::Start();
   ASSERT_TRUE(started.ok()) << started.status();
