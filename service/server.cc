@@ -285,15 +285,17 @@ absl::Status Server::Start() {
         }
         return absl::OkStatus();
       });
-  // Opening a stream is a request (rate) and holds a stream slot until the
-  // stream ends, however it ends.
+  // Opening a watch (a Watch stream, or a watch of a WatchMany stream) is a
+  // request (rate) and holds a stream slot until the watch ends, however it
+  // ends.
   if (identity_limits_->rate_limited() || identity_limits_->streams().enabled()) {
     watch_service_->set_admission(
         [limits = identity_limits_.get(), identities = identities_.get()](
-            grpc::ServerContextBase* ctx) -> absl::StatusOr<std::shared_ptr<void>> {
-          const std::string identity = identities->Of(*ctx);
-          RETURN_IF_ERROR(limits->AdmitRequest(ctx, identity));
-          return limits->AdmitStream(ctx, identity);
+            const grpc::ServerContextBase& ctx,
+            grpc::ServerContextBase* trailers) -> absl::StatusOr<std::shared_ptr<void>> {
+          const std::string identity = identities->Of(ctx);
+          RETURN_IF_ERROR(limits->AdmitRequest(trailers, identity));
+          return limits->AdmitStream(trailers, identity);
         });
   }
   // A watch keeps its caller's credentials and namespaces, so a policy or

@@ -219,6 +219,7 @@ absl::Status RateLimitedStatus(absl::Duration retry_after) {
 }
 
 void AddRetryHint(grpc::ServerContextBase* context, absl::Duration retry_after) {
+  if (context == nullptr) return;
   context->AddTrailingMetadata(kRetryAfterMetadata, std::to_string(HintMillis(retry_after)));
 }
 

@@ -159,7 +159,8 @@ class IdentityLimits {
   explicit IdentityLimits(const IdentityLimitOptions& options);
 
   bool rate_limited() const { return rate_.enabled(); }
-  // OK, or RESOURCE_EXHAUSTED with the retry hint added to `context`.
+  // OK, or RESOURCE_EXHAUSTED with the retry hint added to `context` (when
+  // not null; the status message has it too).
   absl::Status AdmitRequest(grpc::ServerContextBase* context, absl::string_view identity);
   // A slot for one more watch stream, held until the handle is dropped (null
   // without a stream limit), or RESOURCE_EXHAUSTED with the retry hint.
@@ -183,7 +184,8 @@ bool RefuseOverRate(IdentityLimits* limits, const CallerIdentities& identities,
 
 // The RESOURCE_EXHAUSTED answer to a request over its rate: a message that
 // says when to retry. AddRetryHint puts the same delay (rounded up to whole
-// milliseconds, at least 1) into the call's trailing metadata.
+// milliseconds, at least 1) into the call's trailing metadata (nothing when
+// `context` is null).
 absl::Status RateLimitedStatus(absl::Duration retry_after);
 void AddRetryHint(grpc::ServerContextBase* context, absl::Duration retry_after);
 

@@ -158,7 +158,7 @@ class WatchCall final : public QueueCall, private WatchSink {
     if (!next->Request()) delete next;
 
     if (service_->admission_) {
-      absl::StatusOr<std::shared_ptr<void>> admitted = service_->admission_(&context_);
+      absl::StatusOr<std::shared_ptr<void>> admitted = service_->admission_(context_, &context_);
       if (!admitted.ok()) {
         End(ToGrpc(admitted.status()));
         return;
@@ -461,6 +461,7 @@ class MuxCall final : public QueueCall {
     MuxCall* const call;
     const int64_t id;
     std::shared_ptr<Watcher> watcher;  // set on the queue's thread before any sink call
+    std::shared_ptr<void> admission;   // released with the watch
   };
   // A watch's message waiting for the stream, or its end (`ended`; `sub` is
   // null for a create that was refused before it had a Watcher).
@@ -475,14 +476,6 @@ class MuxCall final : public QueueCall {
     auto* next = new MuxCall(service_, queue_);
     if (!next->Request()) delete next;
     queue_->mux_calls.insert(this);
-    if (service_->admission_) {
-      absl::StatusOr<std::shared_ptr<void>> admitted = service_->admission_(&context_);
-      if (!admitted.ok()) {
-        Close(ToGrpc(admitted.status()));
-        return;
-      }
-      admission_ = *std::move(admitted);
-    }
     if (service_->hub_->shutting_down()) {
       // The hub's last wake may have passed before this call was listed.
       CloseForShutdown();
@@ -546,6 +539,16 @@ class MuxCall final : public QueueCall {
       return;
     }
     auto sub = std::make_unique<Sub>(this, id);
+    // Each watch is a request and holds a slot of its caller's watches, as a
+    // Watch stream does: sharing a stream does not get around the limits.
+    if (service_->admission_) {
+      absl::StatusOr<std::shared_ptr<void>> admitted = service_->admission_(context_, nullptr);
+      if (!admitted.ok()) {
+        Refuse(id, ToGrpc(admitted.status()));
+        return;
+      }
+      sub->admission = *std::move(admitted);
+    }
     absl::StatusOr<std::shared_ptr<Watcher>> watcher =
         service_->hub_->Open(context_.peer(), sub.get(), queue_->index);
     if (!watcher.ok()) {

@@ -97,12 +97,15 @@ class WatchServiceImpl final
   using AccessCheck =
       std::function<absl::Status(const grpc::ServerContextBase& context, const WatchSpec& spec)>;
 
-  // Admits a new stream before the hub does (per-identity rate and stream
-  // limits). A refusal ends the stream with its status; it may add trailing
-  // metadata to `context` first. The returned handle (may be null) is kept
-  // until the call is gone, wherever the stream ends.
-  using Admission =
-      std::function<absl::StatusOr<std::shared_ptr<void>>(grpc::ServerContextBase* context)>;
+  // Admits a new watch of the caller of `context` before the hub does
+  // (per-identity rate and stream limits): a Watch stream when it is
+  // accepted, each create of a WatchMany stream. A refusal ends the watch
+  // with its status; a retry hint may go into `trailers` first (null for a
+  // WatchMany watch: its stream goes on, and the status message says it).
+  // The returned handle (may be null) is kept until the watch is gone,
+  // however it ends.
+  using Admission = std::function<absl::StatusOr<std::shared_ptr<void>>(
+      const grpc::ServerContextBase& context, grpc::ServerContextBase* trailers)>;
   // Makes a stream's access re-check (Watcher::set_recheck) from its caller
   // and spec; installed before the access check, so a policy change racing
   // the check is not missed.

@@ -336,6 +336,56 @@ TEST_F(LimitsTest, WatchStreamsPerIdentityAreLimitedAndGivenBack) {
   EXPECT_FALSE(second->ended());
 }
 
+// The watches of a WatchMany stream count against the identity's stream
+// limit one by one: sharing a stream does not get around it. A refused
+// watch ends alone and its stream goes on; a cancelled one gives its slot
+// back.
+TEST_F(LimitsTest, WatchesOfASharedStreamCountAgainstTheIdentityLimit) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--max-watch-streams-per-identity=2"}));
+  ASSERT_TRUE(Put("v").ok());
+  auto stub = v1::WatchService::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ctx.AddMetadata("authorization", "Bearer " + Token("alice"));
+  auto stream = stub->WatchMany(&ctx);
+  auto create = [&](int64_t id) {
+    v1::WatchManyRequest request;
+    request.set_watch_id(id);
+    request.mutable_create()->add_filters()->set_namespace_(kNs);
+    return stream->Write(request);
+  };
+  // Reads the next event of watch `id` (others are not expected here).
+  auto next = [&](int64_t id) {
+    v1::WatchManyResponse response;
+    EXPECT_TRUE(stream->Read(&response));
+    EXPECT_EQ(response.events_size(), 1) << response.DebugString();
+    EXPECT_EQ(response.events(0).watch_id(), id) << response.DebugString();
+    return response.events(0);
+  };
+  ASSERT_TRUE(create(0));
+  EXPECT_TRUE(next(0).response().has_reset());
+  ASSERT_TRUE(create(1));
+  EXPECT_TRUE(next(1).response().has_reset());
+  ASSERT_TRUE(create(2));
+  const v1::WatchManyEvent refused = next(2);
+  EXPECT_EQ(refused.ended().code(), static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED));
+  EXPECT_THAT(refused.ended().message(), HasSubstr("limit 2"));
+  EXPECT_THAT(refused.ended().message(), HasSubstr("retry after"));
+
+  v1::WatchManyRequest cancel;
+  cancel.set_watch_id(0);
+  cancel.mutable_cancel();
+  ASSERT_TRUE(stream->Write(cancel));
+  EXPECT_EQ(next(0).ended().code(), static_cast<int>(grpc::StatusCode::CANCELLED));
+  ASSERT_TRUE(create(3));
+  EXPECT_TRUE(next(3).response().has_reset());
+  ctx.TryCancel();
+  v1::WatchManyResponse ignored;
+  while (stream->Read(&ignored)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+}
+
 TEST_F(LimitsTest, ConfigClientReconnectsNoSoonerThanTheHint) {
   ASSERT_NO_FATAL_FAILURE(Start({"--max-watch-streams-per-identity=1"}));
   ASSERT_TRUE(Put("v").ok());
