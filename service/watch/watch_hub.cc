@@ -984,8 +984,7 @@ void WatchHub::Shutdown() {
   std::vector<std::shared_ptr<Watcher>> watchers;
   {
     MutexLock lock(&mu_);
-    shutting_down_ = true;
-    stopping_.store(true, std::memory_order_release);
+    shutting_down_.store(true, std::memory_order_release);
     for (const auto& shard : shards_) watchers.insert(watchers.end(), shard.begin(), shard.end());
   }
   wake_.SignalAll();

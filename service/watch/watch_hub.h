@@ -295,7 +295,7 @@ class WatchHub : public CommitListener {
   // watch open). Idempotent.
   void Shutdown();
   // True once Shutdown started. Any thread, no lock.
-  bool shutting_down() const { return stopping_.load(std::memory_order_acquire); }
+  bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
 
   // Open streams (admitted and not yet closed), for status pages.
   const std::atomic<int64_t>& open_streams() const { return open_streams_; }
@@ -346,7 +346,6 @@ class WatchHub : public CommitListener {
   const WatchHubOptions options_;
   const SnapshotSource snapshot_at_;
   std::atomic<int64_t> open_streams_{0};
-  std::atomic<bool> stopping_{false};              // shutting_down_, readable without mu_
   std::array<std::atomic<uint64_t>, 8> resets_{};  // by v1::ResetReason
 
   mutable Mutex mu_;
@@ -365,7 +364,9 @@ class WatchHub : public CommitListener {
     int64_t streams = 0;
   };
   absl::flat_hash_map<std::string, Connection> connections_ ABSL_GUARDED_BY(mu_);
-  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Set under mu_ (Open and the dispatchers read it there); atomic so that
+  // shutting_down() needs no lock.
+  std::atomic<bool> shutting_down_{false};
   // Started with the first Open unless the pumps are external.
   std::vector<std::thread> dispatchers_ ABSL_GUARDED_BY(mu_);
   bool external_pumps_ ABSL_GUARDED_BY(mu_) = false;

@@ -91,8 +91,7 @@ class QueueCall {
   Tag write_tag_{this, Kind::kWrite};
   Tag finish_tag_{this, Kind::kFinish};
   Tag done_tag_{this, Kind::kDone};
-  std::shared_ptr<void> admission_;  // released when the call is deleted
-  grpc::ByteBuffer request_;         // read in flight; reads are sequential
+  grpc::ByteBuffer request_;  // read in flight; reads are sequential
 };
 
 // The queue whose thread is running, if any: a sink call from that thread
@@ -273,6 +272,7 @@ class WatchCall final : public QueueCall, private WatchSink {
   }
 
   std::shared_ptr<Watcher> watcher_;  // null when the stream was refused
+  std::shared_ptr<void> admission_;   // released when the call is deleted
   bool created_ = false;              // touched only on the queue's thread
 
   Mutex mu_;
@@ -296,12 +296,27 @@ constexpr char kEndedTag = 0x1a;     // WatchManyEvent.ended = 3, bytes
 constexpr char kCodeTag = 0x08;      // WatchEnded.code = 1, varint
 constexpr char kMessageTag = 0x12;   // WatchEnded.message = 2, bytes
 
-// Bytes of a WatchManyResponse.events element for watch `id` whose response
-// or ended body has `body` bytes.
+// A WatchManyResponse.events element for watch `id` whose `response` or
+// `ended` field (`body_tag`) has `body` bytes: the element's length, then,
+// in it, the id (proto3 leaves 0 out; so do we, to stay canonical) and the
+// body's length.
+size_t WatchManyEventInnerSize(uint64_t id, size_t body) {
+  return (id == 0 ? 0 : 1 + VarintSize(id)) + 1 + VarintSize(body) + body;
+}
 size_t WatchManyEventSize(int64_t id, size_t body) {
-  const auto v = static_cast<uint64_t>(id);
-  const size_t inner = (v == 0 ? 0 : 1 + VarintSize(v)) + 1 + VarintSize(body) + body;
+  const size_t inner = WatchManyEventInnerSize(static_cast<uint64_t>(id), body);
   return 1 + VarintSize(inner) + inner;
+}
+// Appends such an element's framing, up to where its body starts.
+void PutWatchManyEventHead(std::string* out, uint64_t id, char body_tag, size_t body) {
+  out->push_back(kEventsTag);
+  PutVarint(out, WatchManyEventInnerSize(id, body));
+  if (id != 0) {
+    out->push_back(kWatchIdTag);
+    PutVarint(out, id);
+  }
+  out->push_back(body_tag);
+  PutVarint(out, body);
 }
 
 }  // namespace
@@ -319,19 +334,9 @@ grpc::ByteBuffer EncodeWatchManyResponse(const std::vector<WatchManyEventBytes>&
   pieces.reserve(events.size());
   for (const WatchManyEventBytes& event : events) {
     const size_t begin = framing.size();
-    // proto3 leaves zero values out; so do we, to stay canonical.
     const auto id = static_cast<uint64_t>(event.watch_id);
-    const size_t id_bytes = id == 0 ? 0 : 1 + VarintSize(id);
     if (event.response != nullptr) {
-      const size_t length = event.response->Length();
-      framing.push_back(kEventsTag);
-      PutVarint(&framing, id_bytes + 1 + VarintSize(length) + length);
-      if (id != 0) {
-        framing.push_back(kWatchIdTag);
-        PutVarint(&framing, id);
-      }
-      framing.push_back(kResponseTag);
-      PutVarint(&framing, length);
+      PutWatchManyEventHead(&framing, id, kResponseTag, event.response->Length());
       pieces.push_back({begin, framing.size(), event.response});
       continue;
     }
@@ -347,14 +352,7 @@ grpc::ByteBuffer EncodeWatchManyResponse(const std::vector<WatchManyEventBytes>&
         ended.append(message);
       }
     }
-    framing.push_back(kEventsTag);
-    PutVarint(&framing, id_bytes + 1 + VarintSize(ended.size()) + ended.size());
-    if (id != 0) {
-      framing.push_back(kWatchIdTag);
-      PutVarint(&framing, id);
-    }
-    framing.push_back(kEndedTag);
-    PutVarint(&framing, ended.size());
+    PutWatchManyEventHead(&framing, id, kEndedTag, ended.size());
     framing.append(ended);
     pieces.push_back({begin, framing.size(), nullptr});
   }
@@ -456,8 +454,10 @@ class MuxCall final : public QueueCall {
   // A watch's sink.
   struct Sub final : WatchSink {
     Sub(MuxCall* c, int64_t i) : call(c), id(i) {}
-    void Send(const grpc::ByteBuffer* message) override { call->Enqueue(this, message, nullptr); }
-    void End(const grpc::Status& status) override { call->Enqueue(this, nullptr, &status); }
+    void Send(const grpc::ByteBuffer* message) override {
+      call->Enqueue(id, this, message, nullptr);
+    }
+    void End(const grpc::Status& status) override { call->Enqueue(id, this, nullptr, &status); }
     MuxCall* const call;
     const int64_t id;
     std::shared_ptr<Watcher> watcher;  // set on the queue's thread before any sink call
@@ -570,36 +570,21 @@ class MuxCall final : public QueueCall {
   }
 
   // A create that never got a Watcher ends with `status`.
-  void Refuse(int64_t id, const grpc::Status& status) {
-    {
-      MutexLock lock(&mu_);
-      Item item;
-      item.id = id;
-      item.ended = status;
-      pending_.push_back(std::move(item));
-    }
-    // Watches cannot be opened any more: the stream follows.
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE) Close(status);
-  }
+  void Refuse(int64_t id, const grpc::Status& status) { Enqueue(id, nullptr, nullptr, &status); }
 
-  // A watch's sink call: its message (`message`) or its end (`ended`).
-  void Enqueue(Sub* sub, const grpc::ByteBuffer* message, const grpc::Status* ended) {
+  // Queues watch `id`'s message or its end (`sub` is null for a refused
+  // create). Any thread: a sink call comes from wherever its Watcher runs.
+  void Enqueue(int64_t id, Sub* sub, const grpc::ByteBuffer* message, const grpc::Status* ended) {
     bool mark = false;
     {
       MutexLock lock(&mu_);
       Item item;
-      item.id = sub->id;
+      item.id = id;
       item.sub = sub;
       // Slice references, not bytes; the Watcher clears its buffer once the
       // write completed, which is after this (mu_ orders the two).
       if (message != nullptr) item.message = *message;
-      if (ended != nullptr) {
-        item.ended = *ended;
-        // The server is going away: so is the stream.
-        if (ended->error_code() == grpc::StatusCode::UNAVAILABLE && !close_status_) {
-          close_status_ = *ended;
-        }
-      }
+      if (ended != nullptr) item.ended = *ended;
       pending_.push_back(std::move(item));
       mark = !dirty_;
       dirty_ = true;
@@ -651,7 +636,7 @@ void MuxCall::Flush() {
 
   std::vector<Item> taken;
   std::vector<Item> dropped;  // messages never to be written
-  size_t limit = service_->hub_->options().max_message_bytes;
+  const size_t limit = service_->hub_->options().max_message_bytes;
   {
     MutexLock lock(&mu_);
     if (close_status_ || ended_) {
