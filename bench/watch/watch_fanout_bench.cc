@@ -198,12 +198,37 @@ class Stream {
   }
 
   // On the stream's queue thread.
-  virtual void OnEvent(Op op, bool ok) = 0;
+  void OnEvent(Op op, bool ok) {
+    switch (op) {
+      case Op::kStart:
+        if (!ok) return Finish();
+        OnStarted();
+        return Read();
+      case Op::kWrite:
+        return OnWritten(ok);
+      case Op::kRead:
+        if (!ok) return Finish();
+        tally_->messages.fetch_add(1, std::memory_order_relaxed);
+        OnMessage();
+        if (!Park()) Read();
+        return;
+      case Op::kFinish:
+        return OnDone();
+    }
+  }
 
  protected:
   explicit Stream(Tally* tally) : tally_(tally) {}
 
+  // The call started: send what opens the watches.
+  virtual void OnStarted() = 0;
+  virtual void OnWritten(bool ok) = 0;
+  // A message arrived (one read completed).
+  virtual void OnMessage() = 0;
+  // The call ended with status_.
+  virtual void OnDone() = 0;
   virtual void Read() = 0;
+  virtual void Finish() = 0;
 
   // After a message: true when the stream stalls instead of reading on.
   bool Park() {
@@ -246,30 +271,14 @@ class WatchStream : public Stream {
     call_->StartCall(&start_tag_);
   }
 
-  void OnEvent(Op op, bool ok) override {
-    switch (op) {
-      case Op::kStart:
-        if (!ok) return Finish();
-        call_->Write(request_, &write_tag_);
-        return Read();
-      case Op::kWrite:
-        return;
-      case Op::kRead:
-        if (!ok) return Finish();
-        tally_->messages.fetch_add(1, std::memory_order_relaxed);
-        watch_->OnResponse(response_);
-        if (!Park()) Read();
-        return;
-      case Op::kFinish:
-        return OnDone();
-    }
-  }
-
  private:
+  void OnStarted() override { call_->Write(request_, &write_tag_); }
+  void OnWritten(bool) override {}
+  void OnMessage() override { watch_->OnResponse(response_); }
   void Read() override { call_->Read(&response_, &read_tag_); }
-  void Finish() { call_->Finish(&status_, &finish_tag_); }
+  void Finish() override { call_->Finish(&status_, &finish_tag_); }
 
-  void OnDone() {
+  void OnDone() override {
     if (status_.error_code() != grpc::StatusCode::CANCELLED) {
       if (tally_->failed.fetch_add(1) < 3) {
         std::fprintf(stderr, "stream ended at revision %lld: %d %s\n",
@@ -303,30 +312,15 @@ class WatchManyStream : public Stream {
     call_->StartCall(&start_tag_);
   }
 
-  void OnEvent(Op op, bool ok) override {
-    switch (op) {
-      case Op::kStart:
-        if (!ok) return Finish();
-        WriteNext();
-        return Read();
-      case Op::kWrite:
-        // A failed write means the call is over: the read fails as well
-        // and finishes it.
-        if (ok) WriteNext();
-        return;
-      case Op::kRead:
-        if (!ok) return Finish();
-        OnRead();
-        if (!Park()) Read();
-        return;
-      case Op::kFinish:
-        return OnDone();
-    }
-  }
-
  private:
+  void OnStarted() override { WriteNext(); }
+  // A failed write means the call is over: the read fails as well and
+  // finishes it.
+  void OnWritten(bool ok) override {
+    if (ok) WriteNext();
+  }
   void Read() override { call_->Read(&response_, &read_tag_); }
-  void Finish() {
+  void Finish() override {
     finishing_ = true;
     call_->Finish(&status_, &finish_tag_);
   }
@@ -340,8 +334,7 @@ class WatchManyStream : public Stream {
     call_->Write(request_, &write_tag_);
   }
 
-  void OnRead() {
-    tally_->messages.fetch_add(1, std::memory_order_relaxed);
+  void OnMessage() override {
     for (const v1::WatchManyEvent& event : response_.events()) {
       const int64_t id = event.watch_id();
       if (id < 0 || id >= static_cast<int64_t>(watches_.size()) ||
@@ -362,7 +355,7 @@ class WatchManyStream : public Stream {
     }
   }
 
-  void OnDone() {
+  void OnDone() override {
     // The stream ends every watch still open on it.
     if (status_.error_code() != grpc::StatusCode::CANCELLED) {
       Failed(
