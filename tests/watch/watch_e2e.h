@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -181,6 +182,21 @@ class ContractRun {
   const std::string& address() const { return address_; }
   // The head before the writers started.
   int64_t head0() const { return head0_; }
+
+  // What watcher `n` of a run watches: a namespace, all of it or prefix "x",
+  // and for every fourth watcher a second namespace.
+  static std::vector<std::pair<std::string, std::string>> FiltersFor(int n) {
+    std::vector<std::pair<std::string, std::string>> filters = {
+        {kNamespaces[n % 3], n % 2 ? "x" : ""}};
+    if (n % 4 == 0) filters.push_back({kNamespaces[(n + 1) % 3], ""});
+    return filters;
+  }
+  // Where watcher `n` first starts: 0, in the past, at head0() + 1, in the
+  // future, or at 1 (older than the log).
+  int64_t StartFor(int n) const {
+    const int64_t starts[] = {0, head0_ - 5, head0_ + 1, head0_ + 25, 1};
+    return std::max<int64_t>(0, starts[n % 5]);
+  }
   // Reads the server's history back and checks every trace against it
   // (ExpectClean, named by its key): each must be clean and end at
   // final_head(). Records the resets and net messages seen as test

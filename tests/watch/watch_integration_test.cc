@@ -91,7 +91,6 @@ TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
   ContractRun run;
   ASSERT_NO_FATAL_FAILURE(run.Start());
   const std::string address = run.address();
-  const auto& kNamespaces = ContractRun::kNamespaces;
   constexpr int kWatchers = 8;
   run.StartWriters();
 
@@ -102,18 +101,14 @@ TEST(WatchIntegrationTest, ContractHoldsUnderWritesCancelsResumesAndARestart) {
   };
   std::vector<Watcher> watchers(kWatchers);
   std::vector<std::thread> readers;
-  const int64_t head0 = run.head0();
   for (int i = 0; i < kWatchers; ++i) {
     readers.emplace_back([&, i] {
       std::mt19937 rng(1000 + i);
       Watcher& me = watchers[i];
-      std::vector<std::pair<std::string, std::string>> filters = {
-          {kNamespaces[i % 3], i % 2 ? "x" : ""}};
-      if (i % 4 == 0) filters.push_back({kNamespaces[(i + 1) % 3], ""});
+      const auto filters = ContractRun::FiltersFor(i);
       const v1::DeliveryMode mode =
           i % 2 ? v1::DELIVERY_MODE_LATEST_STATE : v1::DELIVERY_MODE_EVERY_REVISION;
-      const int64_t starts[] = {0, head0 - 5, head0 + 1, head0 + 25, 1};
-      int64_t start = std::max<int64_t>(0, starts[i % 5]);
+      int64_t start = run.StartFor(i);
       auto channel = Connect(address);
       const absl::Time deadline = absl::Now() + absl::Seconds(45);
       while (absl::Now() < deadline) {

@@ -110,7 +110,6 @@ TEST(WatchManyTest, ContractHoldsForEveryWatchUnderWritesCancelsAndARestart) {
   ContractRun run;
   ASSERT_NO_FATAL_FAILURE(run.Start());
   const std::string address = run.address();
-  const auto& kNamespaces = ContractRun::kNamespaces;
   constexpr int kStreams = 2;
   constexpr int kWatchesPerStream = 10;
   run.StartWriters();
@@ -128,7 +127,6 @@ TEST(WatchManyTest, ContractHoldsForEveryWatchUnderWritesCancelsAndARestart) {
     bool cancelling = false;
     bool done = false;
   };
-  const int64_t head0 = run.head0();
   std::vector<std::vector<Watch>> all(kStreams, std::vector<Watch>(kWatchesPerStream));
   std::atomic<int> batched{0};  // messages carrying events of several watches
   std::vector<std::thread> readers;
@@ -136,14 +134,12 @@ TEST(WatchManyTest, ContractHoldsForEveryWatchUnderWritesCancelsAndARestart) {
     readers.emplace_back([&, s] {
       std::mt19937 rng(1000 + s);
       std::vector<Watch>& watches = all[s];
-      const int64_t starts[] = {0, head0 - 5, head0 + 1, head0 + 25, 1};
       for (int i = 0; i < kWatchesPerStream; ++i) {
         Watch& w = watches[i];
         const int n = s * kWatchesPerStream + i;
-        w.filters = {{kNamespaces[n % 3], n % 2 ? "x" : ""}};
-        if (n % 4 == 0) w.filters.push_back({kNamespaces[(n + 1) % 3], ""});
+        w.filters = ContractRun::FiltersFor(n);
         w.mode = n % 3 == 0 ? v1::DELIVERY_MODE_LATEST_STATE : v1::DELIVERY_MODE_EVERY_REVISION;
-        w.start = std::max<int64_t>(0, starts[n % 5]);
+        w.start = run.StartFor(n);
       }
       auto channel = Connect(address);
       // Opens watch `i` where it left off (or as first asked).
